@@ -141,7 +141,7 @@ class Scorer:
             if not cont:
                 raise ValueError(f"request {rid}: continuation {continuation!r} encodes to no tokens")
             if len(cont) > self.max_length:
-                raise ValueError(f"request {rid}: continuation has {len(cont)} tokens, over max_length {self.max_length}")
+                raise ValueError(f"request {rid}: continuation of {len(cont)} tokens exceeds max_length")
             whole = (ctx + cont)[-(self.max_length + 1) :]
             ctx = whole[: len(whole) - len(cont)]  # left-truncated like lm-eval
             key = tuple(ctx) if self.packing else (rid, *ctx)
@@ -188,10 +188,7 @@ class Scorer:
                 targets += cont
                 owner += [rid] * len(cont)
                 start = end
-        if self.packing:
-            attention_mask = self._tree_mask(branch_of)
-        else:
-            attention_mask = (branch_of >= 0).long()
+        attention_mask = self._tree_mask(branch_of) if self.packing else (branch_of >= 0).long()
         return Batch(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -237,9 +234,10 @@ class Scorer:
         totals = torch.zeros(len(prepared.requests), dtype=torch.float64)
         misses = torch.zeros(len(prepared.requests), dtype=torch.long)  # non-greedy tokens per request
         current: dict[str, int] = {}
-        hooks = [layers[b].register_forward_pre_hook(_recorder(captured[b], current), with_kwargs=True) for b in capture]
+        hooks = [layers[b].register_forward_pre_hook(_recorder(captured[b]), with_kwargs=True) for b in capture]
         if start_hidden is not None:
-            hooks.append(layers[blocks[0]].register_forward_pre_hook(_injector(start_hidden, current), with_kwargs=True))
+            inject = _injector(start_hidden, current)
+            hooks.append(layers[blocks[0]].register_forward_pre_hook(inject, with_kwargs=True))
         try:
             with use_blocks(self.model, blocks):
                 batches = tqdm(prepared.batches, desc="scoring", leave=False, disable=not self.progress)
@@ -281,7 +279,7 @@ class Scorer:
         return self.run(prepared, kept_blocks(omit, self.num_blocks))[0]
 
 
-def _recorder(store: list[torch.Tensor], current: dict[str, int]):
+def _recorder(store: list[torch.Tensor]):
     def hook(module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
         store.append(hidden.detach().clone())
