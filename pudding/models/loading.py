@@ -132,9 +132,12 @@ def load_base(
     dtype: str = "auto",
     device: str = "auto",
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str | None = None,
 ) -> BaseModel:
-    """Load a causal LM in eval mode, with its tokenizer, on the requested device and dtype."""
+    """Load a causal LM in eval mode, with its tokenizer, on the requested device and dtype.
+
+    ``attn_implementation`` None lets transformers choose (SDPA where the family supports it).
+    """
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     source = resolve_source(name, Path(cache_dir))

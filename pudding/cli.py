@@ -1,0 +1,38 @@
+"""``pudding <command>``: one entry point, one module per command (``pudding/commands/<command>.py``).
+
+Each command owns its jsonargparse parser, so ``pudding <command> --help`` lists every option with its default and
+docstring, and ``--config FILE.yaml`` plus command-line overrides work the same everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "eval": ("pudding.commands.eval", "zero-shot accuracy of a base model, dense or with blocks omitted"),
+    "candidates": ("pudding.commands.candidates", "greedy search for candidate omission sets (PuDDing stage 1)"),
+    "dataset": ("pudding.commands.dataset", "per-prompt score vectors over the candidates (router data)"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: pudding <command> [options]   (pudding <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name:<11} {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"pudding: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    importlib.import_module(COMMANDS[name][0]).main(rest)
+
+
+if __name__ == "__main__":
+    main()
