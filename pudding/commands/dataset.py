@@ -1,0 +1,132 @@
+"""``pudding dataset``: the router's training data (PuDDing stage 2).
+
+    pudding dataset --config configs/dataset.yaml --data_dir ../shared/data
+    pudding dataset --config configs/dataset.yaml --trainer.accelerator gpu --trainer.devices 4 --trainer.strategy ddp
+
+For every router item of the tasks (train split, or the reserved part of validation when a task has no train split
+at hand), scores the gold answer's per-token mean log-likelihood under each candidate omission set and dense, and
+saves a ``datasets`` Arrow dataset. The run is a Lightning ``predict`` run, so ``--trainer.devices``,
+``--trainer.strategy`` and ``--trainer.num_nodes`` spread it over processes, GPUs and machines. Killed runs resume:
+run the same command again. Options may come from ``--config`` YAML and the command line (which wins).
+
+Under DDP Lightning starts the other processes by re-running this command line, so call it from a shell (or
+``python -m pudding.cli dataset ...``), not from another Python program with a different ``sys.argv``. With
+``--trainer.num_nodes`` > 1 the work dir must be on a file system all nodes share; global rank 0 writes the output.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from jsonargparse import ActionConfigFile
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser
+
+from pudding.routerdata.build import build_dataset
+from pudding.routerdata.module import ScoringModule
+from pudding.routerdata.units import ScoringDataModule
+from pudding.tasks import DEFAULT_TASKS
+
+ALL_TASKS = ",".join(DEFAULT_TASKS)
+
+TRAINER_DEFAULTS = {
+    "trainer.logger": False,
+    "trainer.enable_progress_bar": False,  # the builder prints progress lines that also read well in a log file
+    "trainer.enable_model_summary": False,
+    "trainer.devices": 1,
+}
+
+
+def dataset_options(
+    candidates: str = "checkpoints/candidates.yaml",
+    base: str | None = None,
+    dtype: str = "auto",
+    tasks: list[str] | str = ALL_TASKS,
+    limit: int | None = None,
+    data_dir: str | None = None,
+    router_fraction: float = 0.5,
+    split_seed: int = 0,
+    batch_tokens: int = 4096,
+    items_per_batch: int = 64,
+    reuse_prefix: bool = True,
+    output: str = "checkpoints/router_dataset",
+    work_dir: str | None = None,
+    overwrite: bool = False,
+    keep_shards: bool = False,
+    progress_every: float = 30.0,
+    cache_dir: str = "checkpoints/base_models",
+) -> None:
+    """Build the router dataset.
+
+    Args:
+        candidates: Candidate file written by ``pudding candidates``; its sha256 is recorded in the dataset so
+            datasets of different candidate files are never mixed.
+        base: Base model (``default``, hub id, local folder or ``.gguf``); null takes the candidate file's
+            ``base_model``.
+        dtype: Model dtype: auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16. Use this, not
+            ``trainer.precision``.
+        tasks: Tasks whose router items are scored, a YAML list or comma-separated: arc_easy, arc_challenge, boolq,
+            hellaswag, piqa, winogrande.
+        limit: Score only the first ``limit`` router items of each task (null: all).
+        data_dir: Folder of the original benchmark files (layout of ``../shared/data``); null reads the hub.
+        router_fraction: For tasks with no train split at hand, the share of the validation split used as router
+            data (and excluded from evaluation, which says so).
+        split_seed: Seed of that share.
+        batch_tokens: Upper bound on rows × padded length per forward pass (memory knob).
+        items_per_batch: Items per work unit: one predict batch, one shard file, the unit of resumption and of
+            distribution over processes. Part of the build key.
+        reuse_prefix: Start each run from the hidden states an earlier run recorded where their kept blocks part
+            (exact; every candidate skips at least the blocks below its first omitted one).
+        output: Folder the dataset is saved to (with ``pudding_meta.json`` inside).
+        work_dir: Folder for the resumable shards; null means ``<output>.work``.
+        overwrite: Replace an existing output that was built from other settings.
+        keep_shards: Keep the shard files after the dataset is assembled (they are deleted by default).
+        progress_every: Seconds between progress lines (negative: only the final summary).
+        cache_dir: Where de-quantised GGUF weights are cached.
+    """
+
+
+def build_parser() -> LightningArgumentParser:
+    parser = LightningArgumentParser(prog="pudding dataset", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    parser.add_function_arguments(dataset_options, nested_key=None)
+    parser.add_lightning_class_args(Trainer, "trainer")
+    parser.set_defaults(TRAINER_DEFAULTS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    cfg = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    init = parser.instantiate(cfg)
+    module = ScoringModule(
+        candidates=cfg.candidates,
+        base=cfg.base,
+        dtype=cfg.dtype,
+        batch_tokens=cfg.batch_tokens,
+        reuse_prefix=cfg.reuse_prefix,
+        cache_dir=cfg.cache_dir,
+    )
+    data = ScoringDataModule(
+        tasks=cfg.tasks,
+        limit=cfg.limit,
+        data_dir=cfg.data_dir,
+        router_fraction=cfg.router_fraction,
+        split_seed=cfg.split_seed,
+        items_per_batch=cfg.items_per_batch,
+    )
+    trainer = Trainer(**init.trainer)
+    build_dataset(
+        trainer,
+        module,
+        data,
+        output=cfg.output,
+        work_dir=cfg.work_dir,
+        overwrite=cfg.overwrite,
+        keep_shards=cfg.keep_shards,
+        progress_every=cfg.progress_every,
+    )
+
+
+if __name__ == "__main__":
+    main()

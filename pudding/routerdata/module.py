@@ -1,0 +1,188 @@
+"""The scoring LightningModule of ``pudding dataset``: one predict step scores one work unit under K+1 block sets.
+
+The router's target for an item is, per candidate omission set, the per-token mean log-likelihood of the item's
+gold continuation (and the dense model's value beside it). Only the gold request is scored. A unit's requests are
+tokenised and batched once and reused for all K+1 runs. Runs share work: the K+1 kept-block sequences form a tree
+of common prefixes (every candidate shares blocks ``0..f-1`` with the dense model, where ``f`` is its first omitted
+block, and candidates often share more with each other), so each run starts from hidden states an earlier run
+recorded where their sequences part. That is exact (the same operations on the same inputs), not an
+approximation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningModule
+
+from pudding.candidates import CandidateSet, file_hash, load_candidates
+from pudding.models.loading import load_base, resolve_dtype
+from pudding.models.omission import kept_blocks
+from pudding.scoring import Scorer
+
+
+def score_candidates(
+    scorer: Scorer,
+    requests: Sequence[tuple[str, str]],
+    omission_sets: Sequence[Sequence[int]],
+    reuse_prefix: bool = True,
+) -> tuple[list[float], list[list[float]]]:
+    """Per-token mean log-likelihood of every request, dense and under each omission set.
+
+    Returns ``(dense, scores)`` with ``dense[i]`` for request ``i`` and ``scores[i][k]`` for omission set ``k``.
+    The requests are prepared once; with ``reuse_prefix`` each run starts from recorded hidden states where its
+    sequence of kept blocks stops agreeing with an earlier run's (see :func:`plan_runs`).
+    """
+    n = scorer.num_blocks
+    dense_path = tuple(range(n))
+    paths = [tuple(kept_blocks(omit, n)) for omit in omission_sets]
+    prepared = scorer.prepare(requests)
+    states: dict[tuple[int, ...], list[torch.Tensor]] = {}
+    results: dict[tuple[int, ...], list[float]] = {}
+    for run in plan_runs([dense_path, *paths], reuse_prefix):
+        path, start = run.path, run.start
+        hidden = states[path[:start]] if start else None
+        scores, captured = scorer.run(
+            prepared, blocks=path[start:], start_hidden=hidden, capture=[path[pos] for pos in run.capture]
+        )
+        for pos in run.capture:
+            states[path[:pos]] = captured[path[pos]]
+        for prefix in run.release:
+            del states[prefix]
+        results[path] = [s.mean_logprob for s in scores]
+    rows = [[results[path][i] for path in paths] for i in range(len(prepared.requests))]
+    return results[dense_path], rows
+
+
+@dataclass(frozen=True)
+class Run:
+    """One scoring run: ``path[start:]`` from the hidden states after ``path[:start]``; record the inputs of the
+    blocks at positions ``capture``; afterwards forget the states of the prefixes in ``release``."""
+
+    path: tuple[int, ...]
+    start: int
+    capture: tuple[int, ...]
+    release: tuple[tuple[int, ...], ...]
+
+
+def plan_runs(paths: Sequence[tuple[int, ...]], reuse_prefix: bool = True) -> list[Run]:
+    """Order the distinct kept-block sequences so each run reuses the longest prefix already computed.
+
+    Sorted lexicographically, a sequence shares its longest prefix with any earlier one with its predecessor. The
+    hidden states after that prefix come from the latest earlier run that passes through (or starts at) it: that run
+    records them. Every run keeps at least its last block, so a path that is a prefix of another still runs one.
+    Exact: the states after a prefix are the same computation whichever run makes them.
+    """
+    order = sorted(set(paths))
+    starts: list[int] = []
+    capture: list[set[int]] = [set() for _ in order]
+    needed_by: dict[tuple[int, ...], int] = {}  # prefix -> index of the last run that starts from it
+    for i, path in enumerate(order):
+        start = 0
+        if reuse_prefix and i > 0:
+            prev = order[i - 1]
+            common = 0
+            while common < min(len(path), len(prev)) and path[common] == prev[common]:
+                common += 1
+            start = min(common, len(path) - 1, len(prev) - 1)  # states are recorded as some block's input
+        if start > 0:
+            j = i - 1
+            while starts[j] > start:  # runs in between all share more than ``start`` blocks with ``path``
+                j -= 1
+            if starts[j] < start:
+                capture[j].add(start)
+            needed_by[path[:start]] = i
+        starts.append(start)
+    releases: list[list[tuple[int, ...]]] = [[] for _ in order]
+    for prefix, last in needed_by.items():
+        releases[last].append(prefix)
+    return [
+        Run(path=path, start=starts[i], capture=tuple(sorted(capture[i])), release=tuple(releases[i]))
+        for i, path in enumerate(order)
+    ]
+
+
+class ScoringModule(LightningModule):
+    """Scores router items under every candidate omission set; ``predict_step`` takes one work unit.
+
+    The base model is loaded in :meth:`setup`, i.e. in each process after Lightning has launched it, straight onto
+    that process's device, so nothing large is pickled or copied between processes.
+
+    Args:
+        candidates: Candidate file from ``pudding candidates`` (its sha256 is part of the build key).
+        base: Base model (``default``, hub id, local folder or ``.gguf``); None uses the candidate file's base_model.
+        dtype: auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.
+        batch_tokens: Upper bound on rows × padded length per forward pass.
+        reuse_prefix: Start each run from recorded hidden states where it parts from an earlier one (exact).
+        cache_dir: Where de-quantised GGUF weights are cached.
+    """
+
+    def __init__(
+        self,
+        candidates: str,
+        base: str | None = None,
+        dtype: str = "auto",
+        batch_tokens: int = 4096,
+        reuse_prefix: bool = True,
+        cache_dir: str = "checkpoints/base_models",
+    ) -> None:
+        super().__init__()
+        if batch_tokens < 1:
+            raise ValueError(f"option batch_tokens must be positive, got {batch_tokens}")
+        self.candidates_path = Path(candidates).expanduser().resolve()
+        self.cset: CandidateSet = load_candidates(self.candidates_path)
+        self.candidates_sha256 = file_hash(self.candidates_path)
+        self.base_name = base if base is not None else self.cset.base_model
+        self.dtype_name = dtype
+        self.batch_tokens = batch_tokens
+        self.reuse_prefix = reuse_prefix
+        self.cache_dir = cache_dir
+        self.lm: torch.nn.Module | None = None
+        self.scorer: Scorer | None = None
+
+    @property
+    def omission_sets(self) -> list[tuple[int, ...]]:
+        return self.cset.omission_sets
+
+    def torch_dtype(self, device_type: str) -> torch.dtype:
+        return resolve_dtype(self.dtype_name, torch.device(device_type))
+
+    def identity(self, device_type: str) -> dict:
+        """What the scored numbers depend on from the model side."""
+        return {
+            "base": self.base_name,
+            "dtype": str(self.torch_dtype(device_type)).removeprefix("torch."),
+            "device_type": device_type,
+            "candidates_sha256": self.candidates_sha256,
+            "batch_tokens": self.batch_tokens,
+            "reuse_prefix": self.reuse_prefix,
+        }
+
+    def setup(self, stage: str) -> None:
+        if self.lm is not None:
+            return
+        device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+        dtype = str(self.torch_dtype(device.type)).removeprefix("torch.")
+        base = load_base(self.base_name, dtype=dtype, device=str(device), cache_dir=self.cache_dir)
+        scorer = Scorer(base.model, base.tokenizer, batch_tokens=self.batch_tokens)
+        if scorer.num_blocks != self.cset.num_blocks:
+            raise ValueError(
+                f"{self.candidates_path}: candidates were made for a model with {self.cset.num_blocks} blocks, "
+                f"but base model {self.base_name!r} has {scorer.num_blocks}"
+            )
+        self.lm = base.model
+        self.scorer = scorer
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        if self.scorer is None:
+            raise RuntimeError("ScoringModule.setup() has not loaded the base model")
+        requests = list(zip(batch["context"], batch["continuation"], strict=True))
+        dense, scores = score_candidates(self.scorer, requests, self.omission_sets, self.reuse_prefix)
+        rows = [
+            {"index": index, "item_id": item_id, "scores": row, "dense_score": d}
+            for index, item_id, row, d in zip(batch["index"], batch["item_id"], scores, dense, strict=True)
+        ]
+        return {"chunk_id": batch["chunk_id"], "task": batch["task"], "rows": rows}

@@ -1,0 +1,93 @@
+"""Writes each finished work unit as its own small shard file, atomically, from whichever rank scored it.
+
+A shard exists completely or not at all (temporary file + rename), so a run killed at any moment leaves only whole
+shards, and a restart simply skips the chunks whose shard exists. The writer also prints progress on rank 0.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from pudding.io import atomic_write_json
+
+SHARD_FORMAT = 1
+
+
+def shard_path(shard_dir: Path, chunk_id: str) -> Path:
+    return shard_dir / f"{chunk_id}.json"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class ShardWriter(BasePredictionWriter):
+    """Prediction writer: one JSON shard per work unit, named after the chunk, tagged with the build key.
+
+    ``total_items`` is the number of items this run must score (all ranks together); rank 0 estimates the time left
+    from its own speed, assuming the other ranks go as fast.
+    """
+
+    def __init__(self, shard_dir: str | Path, key: str, total_items: int, progress_every: float = 30.0) -> None:
+        super().__init__(write_interval="batch")
+        self.shard_dir = Path(shard_dir)
+        self.key = key
+        self.total_items = total_items
+        self.progress_every = progress_every
+        self.done_items = 0
+        self.done_chunks = 0
+        self._start = 0.0
+        self._last = 0.0
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        self._start = self._last = time.perf_counter()
+
+    def write_on_batch_end(
+        self,
+        trainer,
+        pl_module,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        shard = {"format": SHARD_FORMAT, "key": self.key, **prediction}
+        atomic_write_json(shard_path(self.shard_dir, prediction["chunk_id"]), shard)
+        self.done_items += len(prediction["rows"])
+        self.done_chunks += 1
+        now = time.perf_counter()
+        if trainer.is_global_zero and self.progress_every >= 0 and now - self._last >= self.progress_every:
+            self._last = now
+            self._report(trainer, now)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self._report(trainer, time.perf_counter(), final=True)
+
+    def _report(self, trainer, now: float, final: bool = False) -> None:
+        elapsed = max(now - self._start, 1e-9)
+        rate = self.done_items / elapsed
+        world = trainer.world_size
+        done_all = min(self.total_items, self.done_items * world)  # estimate: every rank as fast as rank 0
+        if final:
+            print(
+                f"[dataset] rank 0 scored {self.done_items} items in {self.done_chunks} chunks in {_clock(elapsed)} "
+                f"({rate:.2f} items/s per process, {world} process{'es' if world > 1 else ''})",
+                flush=True,
+            )
+            return
+        left = (self.total_items - done_all) / max(rate * world, 1e-9)
+        share = 100 * done_all / max(self.total_items, 1)
+        print(
+            f"[dataset] ~{done_all}/{self.total_items} items ({share:.1f}%), {rate:.2f} items/s per process, "
+            f"elapsed {_clock(elapsed)}, about {_clock(left)} left",
+            flush=True,
+        )

@@ -1,0 +1,451 @@
+"""Router data: build (scoring module, work units, shards, resume, DDP) and serving (RouterDataModule)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from pudding.candidates import Candidate, CandidateSet
+from pudding.models.loading import load_base
+from pudding.models.omission import kept_blocks
+from pudding.routerdata import (
+    META_FILE,
+    RouterCollator,
+    RouterDataError,
+    RouterDataModule,
+    ScoringDataModule,
+    ScoringModule,
+    build_dataset,
+    load_router_dataset,
+    make_chunks,
+    save_dataset,
+    score_candidates,
+    transform_targets,
+)
+from pudding.routerdata.datamodule import split_items
+from pudding.routerdata.module import plan_runs
+from pudding.routerdata.store import make_dataset
+from pudding.scoring import Scorer
+from pudding.tasks import DataOptions, clear_cache, router_items
+
+REPO = Path(__file__).resolve().parents[1]
+SETS = [(1, 4), (2, 3), (0, 5), (3, 4), (4, 5)]
+WORDS = ["the", "a", "cat", "dog", "sun", "rain", "tree", "river", "stone", "light", "quick", "slow", "red", "blue"]
+TASKS = "arc_easy,boolq"
+
+
+def _sentence(rng: random.Random, lo: int, hi: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
+def write_data(root: Path, n: int = 30, seed: int = 0) -> Path:
+    """Tiny benchmark files in the ../shared/data layout: ARC-Easy with a train split, BoolQ with validation only."""
+    rng = random.Random(seed)
+    arc = root / "arc_easy"
+    arc.mkdir(parents=True)
+    with open(arc / "ARC-Easy-Train.jsonl", "w") as fh:
+        for i in range(n):
+            choices = [{"text": _sentence(rng, 1, 5), "label": label} for label in "ABCD"]
+            question = {"stem": _sentence(rng, 3, 25) + "?", "choices": choices}
+            fh.write(json.dumps({"id": f"q{i}", "question": question, "answerKey": rng.choice("ABCD")}) + "\n")
+    boolq = root / "boolq"
+    boolq.mkdir(parents=True)
+    with open(boolq / "dev.jsonl", "w") as fh:
+        for _ in range(n):
+            record = {"question": _sentence(rng, 4, 8), "title": _sentence(rng, 1, 3), "answer": rng.random() < 0.5}
+            fh.write(json.dumps({**record, "passage": _sentence(rng, 5, 50)}) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tmp_path_factory, tiny_llama, tokenizer) -> dict:
+    """A saved 6-block random Llama, a candidate file for it (K=5), and tiny task data."""
+    root = tmp_path_factory.mktemp("routerdata")
+    model_dir = root / "model"
+    tiny_llama.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    cands = root / "candidates.yaml"
+    CandidateSet(
+        base_model=str(model_dir),
+        num_blocks=6,
+        num_omit=2,
+        candidates=tuple(Candidate(omit=s, task="test", loss="hand") for s in SETS),
+    ).save(cands)
+    return {"root": root, "model": model_dir, "candidates": cands, "data": write_data(root / "data")}
+
+
+def trainer(**kwargs) -> Trainer:
+    return Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False, **kwargs
+    )
+
+
+def build(setup: dict, output: Path, **kwargs) -> Path | None:
+    module = ScoringModule(candidates=str(setup["candidates"]))
+    data = ScoringDataModule(tasks=TASKS, data_dir=str(setup["data"]), items_per_batch=kwargs.pop("items_per_batch", 8))
+    return build_dataset(trainer(), module, data, output, **kwargs)
+
+
+def columns(path: Path) -> dict:
+    dataset, _ = load_router_dataset(path)
+    return dataset.to_dict()
+
+
+def cli(setup: dict, output: Path, *extra: str, **popen) -> subprocess.Popen:
+    """``python -m pudding.cli dataset`` on the tiny setup (the real entry point; DDP re-runs this command line)."""
+    args = [sys.executable, "-m", "pudding.cli", "dataset", "--candidates", str(setup["candidates"])]
+    args += ["--tasks", TASKS, "--data_dir", str(setup["data"]), "--items_per_batch", "8", "--output", str(output)]
+    args += ["--trainer.accelerator", "cpu", *extra]
+    # one CPU thread per process, like the ``reference_one_thread`` build, so results compare bit for bit
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), popen.pop("pythonpath", None)) if p)
+    return subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
+
+
+# ------------------------------------------------------------------------------------------- work units
+
+
+def test_chunks_cover_every_item_once_and_do_not_depend_on_anything_else(tiny_setup):
+    items, _ = router_items("arc_easy", DataOptions(data_dir=str(tiny_setup["data"])))
+    chunks = make_chunks({"arc_easy": items}, 8)
+    assert chunks == make_chunks({"arc_easy": list(items)}, 8)
+    seen = sorted(i for c in chunks for i in c.indices)
+    assert seen == list(range(len(items)))
+    assert [len(c.indices) for c in chunks] == [8, 8, 8, 6]
+    assert len({c.chunk_id for c in chunks}) == len(chunks)
+
+
+def test_units_follow_rank_zero_and_cover_every_rank(tiny_setup):
+    """Ranks take rank 0's pending list; with fewer units than ranks, units repeat (Lightning needs one per rank)."""
+
+    class FakeStrategy:
+        def broadcast(self, obj, src=0):
+            return ["arc_easy-00001"]  # what rank 0 saw
+
+    class FakeTrainer:
+        world_size = 3
+        strategy = FakeStrategy()
+
+    data = ScoringDataModule(tasks=TASKS, data_dir=str(tiny_setup["data"]), items_per_batch=8)
+    data.load()
+    data.pending = ["arc_easy-00000", "boolq-00000"]
+    data.trainer = FakeTrainer()
+    data.setup("predict")
+    units = list(data.predict_dataloader())
+    assert [u["chunk_id"] for u in units] == ["arc_easy-00001"] * 3
+    assert units[0]["index"] == list(data.chunks[1].indices) and len(units[0]["context"]) == 8
+
+
+# ------------------------------------------------------------------------------------------- scoring
+
+
+def test_plan_runs_every_path_once_from_states_already_recorded():
+    rng = random.Random(0)
+    for _ in range(500):
+        n = rng.randint(2, 9)
+        m = rng.randint(0, n - 1)
+        sets = [tuple(sorted(rng.sample(range(n), m))) for _ in range(rng.randint(1, 6))]
+        sets.append(tuple(range(n - m, n)))  # a candidate whose kept blocks are a prefix of the dense ones
+        paths = [tuple(range(n))] + [kept_blocks(s, n) for s in sets]
+        states, ran, blocks_run = set(), [], 0
+        for run in plan_runs(paths):
+            assert 0 <= run.start < len(run.path)
+            assert run.start == 0 or run.path[: run.start] in states
+            assert all(run.start < pos < len(run.path) for pos in run.capture)
+            states |= {run.path[:pos] for pos in run.capture}
+            states -= set(run.release)
+            ran.append(run.path)
+            blocks_run += len(run.path) - run.start
+        assert sorted(ran) == sorted(set(paths)) and not states
+        assert blocks_run <= sum(len(p) for p in set(paths))
+    no_reuse = plan_runs([(0, 1, 2, 3), (0, 2, 3)], reuse_prefix=False)
+    assert [r.start for r in no_reuse] == [0, 0]
+
+
+def test_score_candidates_equals_direct_scoring(tiny_llama, tokenizer):
+    scorer = Scorer(tiny_llama, tokenizer, batch_tokens=256)  # small budget: several batches per unit
+    rng = random.Random(3)
+    requests = [(_sentence(rng, 2, 30), " " + _sentence(rng, 1, 6)) for _ in range(12)]
+    dense, rows = score_candidates(scorer, requests, SETS, reuse_prefix=True)
+    dense_plain, rows_plain = score_candidates(scorer, requests, SETS, reuse_prefix=False)
+    assert rows == rows_plain and dense == dense_plain  # the prefix reuse is exact, bit for bit
+    for k, omit in enumerate(SETS):
+        direct = [s.mean_logprob for s in scorer.score(requests, omit)]
+        np.testing.assert_allclose([row[k] for row in rows], direct, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(dense, [s.mean_logprob for s in scorer.score(requests)], rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_setup, tmp_path_factory) -> Path:
+    """One uninterrupted single-process build of the tiny setup (shards kept), with torch's default threads."""
+    return build(tiny_setup, tmp_path_factory.mktemp("reference") / "ds", keep_shards=True)
+
+
+@pytest.fixture(scope="session")
+def reference_one_thread(tiny_setup, tmp_path_factory) -> dict:
+    """The same build with one CPU thread: what each of two DDP processes gets on a two-core machine."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        return columns(build(tiny_setup, tmp_path_factory.mktemp("reference1") / "ds"))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_dataset_rows_equal_direct_scoring_and_metadata(tiny_setup, reference, capsys):
+    dataset, meta = load_router_dataset(reference)
+    assert dataset.column_names == ["task", "item_id", "router_text", "scores", "dense_score"]
+    opts = DataOptions(data_dir=str(tiny_setup["data"]))
+    arc, _ = router_items("arc_easy", opts)
+    boolq, note = router_items("boolq", opts)
+    assert len(dataset) == len(arc) + len(boolq)
+    assert dataset["task"] == ["arc_easy"] * len(arc) + ["boolq"] * len(boolq)
+    assert dataset["item_id"] == [i.item_id for i in arc + boolq]  # task order, then source order
+    assert meta["candidates_sha256"] and meta["candidates_file"] == str(tiny_setup["candidates"].resolve())
+    assert meta["base_model"] == str(tiny_setup["model"]) and meta["num_candidates"] == len(SETS)
+    assert meta["omission_sets"] == [list(s) for s in SETS]
+    assert "validation" in meta["notes"]["boolq"] and meta["notes"]["boolq"] == note
+
+    base = load_base(str(tiny_setup["model"]), dtype="float32", device="cpu")
+    scorer = Scorer(base.model, base.tokenizer)
+    for pos in (0, 7, len(arc) + 2):
+        item = (arc + boolq)[pos]
+        row = dataset[pos]
+        assert row["router_text"] == item.router_text and row["item_id"] == item.item_id
+        gold = [item.requests[item.gold]]
+        direct = [scorer.score(gold, omit)[0].mean_logprob for omit in SETS]
+        np.testing.assert_allclose(row["scores"], direct, rtol=0, atol=1e-5)
+        assert abs(row["dense_score"] - scorer.score(gold)[0].mean_logprob) < 1e-5
+
+
+def test_same_config_gives_identical_dataset_and_resumes_from_shards(tiny_setup, reference, tmp_path, capsys):
+    first = columns(reference)
+    assert build(tiny_setup, reference) == reference  # up to date: nothing rescored, nothing rewritten
+    assert "up to date" in capsys.readouterr().out
+    again = build(tiny_setup, tmp_path / "again")
+    out = capsys.readouterr().out
+    assert "validation items" in out and "0 chunks already scored" in out  # says where router data came from
+    assert columns(again) == first
+
+    # an interrupted run: the output never got written and only some shards exist, one temp file was left behind
+    shards = next(reference.with_name("ds.work").iterdir()) / "shards"
+    b_work = tmp_path / "b.work" / shards.parent.name / "shards"
+    b_work.mkdir(parents=True)
+    kept = sorted(shards.glob("*.json"))[::2]
+    for path in kept:
+        (b_work / path.name).write_text(path.read_text())
+    (b_work / ".arc_easy-00001.json.abc.tmp").write_text('{"key": "half a fi')
+    assert columns(build(tiny_setup, tmp_path / "b")) == first
+    assert f"{len(kept)} chunks already scored" in capsys.readouterr().out
+    assert not (tmp_path / "b.work").exists()  # shards are removed once the dataset is written
+
+
+def test_output_from_other_settings_is_refused_and_saving_is_atomic(tiny_setup, reference, tmp_path, monkeypatch):
+    module = ScoringModule(candidates=str(tiny_setup["candidates"]))
+    data = ScoringDataModule(tasks=TASKS, data_dir=str(tiny_setup["data"]), items_per_batch=8, limit=5)
+    with pytest.raises(FileExistsError, match="other settings"):
+        build_dataset(trainer(), module, data, reference)
+
+    import datasets
+
+    def crash(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", crash)
+    data = ScoringDataModule(tasks="arc_easy", data_dir=str(tiny_setup["data"]), items_per_batch=8, limit=3)
+    with pytest.raises(OSError, match="disk full"):
+        build_dataset(trainer(), module, data, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".new.")]  # no half-written temp folder left
+    assert columns(reference)  # the earlier dataset is untouched
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tiny_setup, reference_one_thread, tmp_path):
+    (tmp_path / "slow_callback.py").write_text(
+        "import time\nfrom lightning.pytorch.callbacks import Callback\n\n\n"
+        "class Slow(Callback):\n"
+        "    def on_predict_batch_end(self, *args, **kwargs):\n"
+        "        time.sleep(0.5)\n"
+    )
+    out = tmp_path / "killed"
+    proc = cli(tiny_setup, out, "--trainer.callbacks+=slow_callback.Slow", pythonpath=str(tmp_path))
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((tmp_path / "killed.work").glob("*/shards/*.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    done = len(list((tmp_path / "killed.work").glob("*/shards/*.json")))
+    assert 2 <= done < 6, "the kill should land mid-run"
+    assert not out.exists()  # no dataset, and certainly no half-written one
+
+    proc = cli(tiny_setup, out)  # same settings, no slow-down: the trainer is not part of the build key
+    log, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, log
+    assert f"{done} chunks already scored" in log
+    assert columns(out) == reference_one_thread
+
+
+def test_ddp_two_processes_write_the_same_dataset_as_one(tiny_setup, reference, reference_one_thread, tmp_path):
+    proc = cli(tiny_setup, tmp_path / "ddp", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    log, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, log
+    assert "MEMBER: 2/2" in log
+    ddp = columns(tmp_path / "ddp")
+    # batch composition does not depend on the world size: with equal CPU thread counts the numbers are identical
+    assert ddp == reference_one_thread
+    # against a process with another thread count, float32 kernels may round differently: equal to within 1e-5
+    single = columns(reference)
+    assert {k: v for k, v in single.items() if k not in ("scores", "dense_score")} == {
+        k: v for k, v in ddp.items() if k not in ("scores", "dense_score")
+    }
+    np.testing.assert_allclose(single["scores"], ddp["scores"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(single["dense_score"], ddp["dense_score"], rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- serving
+
+
+def fake_dataset(path: Path, rows: list[tuple[str, str, list[float]]], sha: str = "a" * 64, k: int | None = None):
+    """A router dataset written without a model: rows of (task, item_id, scores)."""
+    width = len(rows[0][2])
+    cols = {
+        "task": [r[0] for r in rows],
+        "item_id": [r[1] for r in rows],
+        "router_text": [f"Question: what about {r[1]} and {'more ' * (i % 7)}?\nAnswer:" for i, r in enumerate(rows)],
+        "scores": [r[2] for r in rows],
+        "dense_score": [max(r[2]) for r in rows],
+    }
+    k = width if k is None else k
+    meta = {
+        "candidates_sha256": sha,
+        "candidates_file": f"/somewhere/{sha[:4]}.yaml",
+        "num_candidates": k,
+        "omission_sets": [[i] for i in range(k)],
+        "base_model": "test",
+    }
+    return save_dataset(make_dataset(cols, width), meta, path)
+
+
+def rows(n: int, k: int = 4, task: str = "t", seed: int = 0) -> list[tuple[str, str, list[float]]]:
+    rng = np.random.default_rng(seed)
+    return [(task, f"item{i}", list(rng.normal(-2, 1, k))) for i in range(n)]
+
+
+def test_split_is_by_item_and_never_leaks(tmp_path):
+    a = fake_dataset(tmp_path / "a", rows(40))
+    b = fake_dataset(tmp_path / "b", rows(40, seed=1)[10:] + rows(10, task="u"))  # overlaps a on 30 items
+    dm = RouterDataModule(datasets=[str(a), str(b)], val_fraction=0.25, seed=3)
+    with pytest.warns(UserWarning, match="30 rows repeat an item"):
+        dm.setup("fit")
+    train = {(e["task"], e["item_id"]) for e in dm.train_set}
+    val = {(e["task"], e["item_id"]) for e in dm.val_set}
+    assert not train & val
+    assert len(train) + len(val) == len(dm.train_set) + len(dm.val_set) == 50
+    assert len(val) == 13  # 0.25 × 50 = 12.5, rounded half up
+    dm2 = RouterDataModule(datasets=f"{b},{a}", val_fraction=0.25, seed=3)  # other load order, same split
+    with pytest.warns(UserWarning):
+        dm2.setup("fit")
+    assert {(e["task"], e["item_id"]) for e in dm2.val_set} == val
+    assert split_items([("t", "x"), ("t", "x"), ("t", "y")], 0.5, 0) in ({("t", "x")}, {("t", "y")})
+
+
+def test_collate_pads_to_the_longest_prompt_of_the_batch(tmp_path):
+    path = fake_dataset(tmp_path / "a", rows(12))
+    dm = RouterDataModule(datasets=str(path), batch_size=5, val_fraction=0.0, max_length=12)
+    dm.setup("fit")
+    assert dm.num_candidates == 4 and dm.val_dataloader() == []
+    batch = next(iter(dm.train_dataloader()))
+    lengths = batch["attention_mask"].sum(1)
+    assert batch["input_ids"].shape == (5, int(lengths.max())) and int(lengths.max()) <= 12
+    pad = dm.tokenizer.pad_token_id
+    for row, n in enumerate(lengths.tolist()):
+        assert (batch["input_ids"][row, n:] == pad).all() and (batch["attention_mask"][row, :n] == 1).all()
+        assert batch["input_ids"][row, 0] == dm.tokenizer.cls_token_id
+    assert batch["targets"].dtype == torch.float32 and batch["targets"].shape == (5, 4)
+    assert len(batch["task"]) == len(batch["item_id"]) == 5
+
+    collate = RouterCollator(pad_token_id=7)
+    examples = [
+        {"input_ids": ids, "targets": np.zeros(2), "scores": np.zeros(2), "dense_score": 0.0, "task": "t", "item_id": i}
+        for i, ids in (("x", [1, 2, 3]), ("y", [4]))
+    ]
+    out = collate(examples)
+    assert out["input_ids"].tolist() == [[1, 2, 3], [4, 7, 7]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_mixing_candidate_files_and_k_mismatch_fail_clearly(tmp_path):
+    a = fake_dataset(tmp_path / "a", rows(5))
+    other = fake_dataset(tmp_path / "other", rows(5), sha="b" * 64)
+    with pytest.raises(RouterDataError, match="different candidate files"):
+        RouterDataModule(datasets=[str(a), str(other)]).setup("fit")
+    with pytest.raises(RouterDataError, match="K=4 candidate scores per item, but the router expects num_candidates=3"):
+        RouterDataModule(datasets=str(a), num_candidates=3).setup("fit")
+    lying = fake_dataset(tmp_path / "lying", rows(5), k=3)  # metadata says K=3, rows hold 4 scores
+    with pytest.raises(RouterDataError, match="K=3"):
+        RouterDataModule(datasets=str(lying)).setup("fit")
+    five = fake_dataset(tmp_path / "five", rows(5, k=5))
+    with pytest.raises(RouterDataError, match="K=5"):
+        make_dataset(
+            {"task": ["t"], "item_id": ["x"], "router_text": ["?"], "scores": [[0.0] * 4], "dense_score": [0]}, 5
+        )
+    with pytest.raises(RouterDataError):
+        RouterDataModule(datasets=[str(a), str(five)]).setup("fit")
+    with pytest.raises(RouterDataError, match="does not exist"):
+        RouterDataModule(datasets=str(tmp_path / "missing")).setup("fit")
+
+
+def test_non_finite_rows_are_dropped_with_a_count(tmp_path):
+    data = rows(10)
+    data[2][2][1] = float("nan")
+    data[5][2][0] = float("-inf")
+    path = fake_dataset(tmp_path / "a", data)
+    dm = RouterDataModule(datasets=str(path), val_fraction=0.2)
+    with pytest.warns(UserWarning, match="dropped 2 of 10 rows"):
+        dm.setup("fit")
+    assert dm.dropped_nonfinite == 2 and len(dm.train_set) + len(dm.val_set) == 8
+
+
+def test_target_transforms():
+    scores = np.array([[-1.0, -3.0, -2.0], [-2.0, -2.0, -2.0]])
+    np.testing.assert_array_equal(transform_targets(scores, "raw"), scores)
+    np.testing.assert_allclose(transform_targets(scores, "minmax"), [[1.0, 0.0, 0.5], [0.0, 0.0, 0.0]])
+    z = transform_targets(scores, "zscore")
+    np.testing.assert_allclose(z[0].mean(), 0.0, atol=1e-12)
+    np.testing.assert_allclose(z[0].std(), 1.0)
+    np.testing.assert_array_equal(z[1], 0.0)
+    with pytest.raises(ValueError, match="target_transform"):
+        transform_targets(scores, "softmax")
+
+
+def test_real_dataset_serves_batches_when_built(tmp_path):
+    """``checkpoints/router_dataset`` (the default output), when it has been built here, serves batches."""
+    path = REPO / "checkpoints" / "router_dataset"
+    if not (path / META_FILE).is_file():
+        pytest.skip("the default router dataset has not been built in this checkout")
+    dm = RouterDataModule(datasets=str(path), batch_size=16)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["targets"].shape == (16, dm.num_candidates)
+    assert torch.isfinite(batch["targets"]).all()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_task_cache():
+    """Task files are memoised by path; each test writes its own, but tmp paths can repeat across sessions."""
+    clear_cache()
+    yield
+    clear_cache()
