@@ -1,0 +1,140 @@
+"""What a candidate search minimises: a fixed request set and a loss computed from its scores.
+
+A request set is scored once per trial by the engine (:mod:`pudding.scoring`); a loss turns the scores into one
+number. Several losses can share one request set: ``likelihood`` and ``margin`` of a task both read the scores of
+every choice of the same items, so the search can score each omission set once for both of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pudding.scoring import Score
+from pudding.tasks import Item
+
+LOSSES = ("likelihood", "margin", "perplexity")
+"""Loss names a search run can minimise."""
+
+CORPUS_TASK = "corpus"
+"""Task label of the perplexity run on a user-given text corpus (task-agnostic, so there is one such run)."""
+
+
+@dataclass(frozen=True)
+class RequestSet:
+    """The (context, continuation) pairs a search scores for every trial, and the items they came from.
+
+    ``kind`` is ``choices`` (one request per choice of every item, in item order) or ``text`` (one
+    ``("", text)`` request per text). ``offsets[i]`` is where item ``i``'s requests start.
+    """
+
+    name: str
+    kind: str
+    requests: tuple[tuple[str, str], ...]
+    items: tuple[Item, ...] = ()
+    offsets: tuple[int, ...] = ()
+
+    def digest(self) -> str:
+        """sha256 of the exact requests (and gold answers): part of every run's resume key."""
+        payload = {"kind": self.kind, "requests": self.requests, "gold": [item.gold for item in self.items]}
+        return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
+
+
+def choice_requests(name: str, items: Sequence[Item]) -> RequestSet:
+    """Every choice of every item, so likelihood and margin can be computed from one scoring pass."""
+    requests: list[tuple[str, str]] = []
+    offsets = []
+    for item in items:
+        offsets.append(len(requests))
+        requests.extend(item.requests)
+    return RequestSet(name, "choices", tuple(requests), tuple(items), tuple(offsets))
+
+
+def text_requests(name: str, texts: Sequence[str]) -> RequestSet:
+    """Plain texts scored from the start: an empty context makes the engine use BOS (else EOS) as the prefix."""
+    return RequestSet(name, "text", tuple(("", text) for text in texts))
+
+
+def gold_texts(items: Sequence[Item]) -> list[str]:
+    """A task's own text for the perplexity loss: each item's context followed by its gold answer."""
+    return [item.requests[item.gold][0] + item.requests[item.gold][1] for item in items]
+
+
+def corpus_texts(path: str | Path, num_samples: int, seed: int, max_chars: int = 2000) -> list[str]:
+    """A seeded sample of paragraphs (blank-line separated) of a text file, long ones cut at whitespace."""
+    text = Path(path).read_text(encoding="utf-8")
+    pieces: list[str] = []
+    for paragraph in (p.strip() for p in text.split("\n\n")):
+        while len(paragraph) > max_chars:
+            cut = paragraph.rfind(" ", 0, max_chars)
+            cut = max_chars if cut <= 0 else cut
+            pieces.append(paragraph[:cut].strip())
+            paragraph = paragraph[cut:].strip()
+        if paragraph:
+            pieces.append(paragraph)
+    if not pieces:
+        raise ValueError(f"option corpus: {path} holds no text")
+    return [pieces[i] for i in sample_indices(len(pieces), num_samples, seed, CORPUS_TASK)]
+
+
+def sample_indices(total: int, num_samples: int, seed: int, salt: str) -> list[int]:
+    """``num_samples`` of ``range(total)`` (all when fewer), sorted; fixed by (seed, salt) on every machine.
+
+    ``random.Random`` seeded with a string hashes it with sha512, so unlike ``hash()`` it is not salted per process.
+    """
+    if num_samples < 1:
+        raise ValueError(f"option num_samples: must be at least 1, got {num_samples}")
+    if total <= num_samples:
+        return list(range(total))
+    return sorted(random.Random(f"pudding-search:{seed}:{salt}").sample(range(total), num_samples))
+
+
+# ------------------------------------------------------------------------------------------------------- losses
+LossFn = Callable[[RequestSet, Sequence[Score]], float]
+
+
+def likelihood_loss(rset: RequestSet, scores: Sequence[Score]) -> float:
+    """Minus the mean over items of the gold answer's per-token mean log-probability.
+
+    Per-token (``Score.mean_logprob``), so long answers do not outweigh short ones; it is the quantity the PuDDing
+    router is trained to predict.
+    """
+    total = sum(scores[off + item.gold].mean_logprob for item, off in zip(rset.items, rset.offsets, strict=True))
+    return -total / len(rset.items)
+
+
+def margin_loss(rset: RequestSet, scores: Sequence[Score]) -> float:
+    """Minus the mean over items of (gold log-likelihood − mean of the other choices' log-likelihoods).
+
+    Summed log-likelihoods (``Score.logprob``), as the issue defines it: the gap a ``acc`` decision is made on.
+    """
+    total = 0.0
+    for item, off in zip(rset.items, rset.offsets, strict=True):
+        lps = [scores[off + j].logprob for j in range(len(item.requests))]
+        others = [lp for j, lp in enumerate(lps) if j != item.gold]
+        total += lps[item.gold] - sum(others) / max(len(others), 1)
+    return -total / len(rset.items)
+
+
+def perplexity_loss(rset: RequestSet, scores: Sequence[Score]) -> float:
+    """Token-weighted mean negative log-likelihood of the texts (the log of perplexity; SLEB's criterion)."""
+    return -sum(s.logprob for s in scores) / max(sum(s.num_tokens for s in scores), 1)
+
+
+LOSS_FUNCTIONS: dict[str, LossFn] = {
+    "likelihood": likelihood_loss,
+    "margin": margin_loss,
+    "perplexity": perplexity_loss,
+}
+
+
+def get_loss(name: str) -> LossFn:
+    """The loss function called ``name``; the error lists the known ones."""
+    try:
+        return LOSS_FUNCTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(LOSSES)}") from None

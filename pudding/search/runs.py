@@ -1,0 +1,345 @@
+"""The whole candidate search: every (task, loss) run, resumable, merged into one candidate file.
+
+Each finished run is written atomically to ``work_dir`` as one JSON file named by a hash of everything that
+determines its result (base model, dtype, task, loss, num_omit, barriers, and the exact requests scored, which
+covers num_samples, seed, data options and corpus); a run in progress also keeps a ``.partial.json`` file updated
+after every step. Re-running the same configuration skips finished runs and continues a partial one from its last
+step, so an interrupted search resumes where it stopped and writes the same file an uninterrupted one would. The
+candidate file holds nothing that varies between runs (no timings, no dates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pudding.candidates import Candidate, CandidateFileError, CandidateSet, merge_identical
+from pudding.io import atomic_write_json
+from pudding.models.loading import BaseModel, load_base
+from pudding.scoring import Scorer
+from pudding.search.greedy import FastEvaluator, NaiveEvaluator, SearchResult, StepInfo, check_barriers, greedy_search
+from pudding.search.objectives import (
+    CORPUS_TASK,
+    LOSSES,
+    RequestSet,
+    choice_requests,
+    corpus_texts,
+    get_loss,
+    gold_texts,
+    sample_indices,
+    text_requests,
+)
+from pudding.tasks import DEFAULT_TASKS, DataOptions, Item, parse_task_list, router_items
+
+SEARCH_VERSION = 1
+"""Bumped when a change to the search would change results, so stale run files are not reused."""
+
+
+@dataclass
+class SearchOptions:
+    """Everything a candidate search is configured by (the ``pudding candidates`` options)."""
+
+    base: str = "default"
+    dtype: str = "auto"
+    device: str = "auto"
+    cache_dir: str = "checkpoints/base_models"
+    tasks: Sequence[str] = DEFAULT_TASKS
+    losses: Sequence[str] = ("likelihood", "margin")
+    num_omit: int = 7
+    num_samples: int = 64
+    keep_first: int = 1
+    keep_last: int = 1
+    seed: int = 0
+    data_dir: str | None = None
+    router_fraction: float = 0.5
+    split_seed: int = 0
+    batch_tokens: int = 4096
+    output: str = "checkpoints/candidates.yaml"
+    work_dir: str | None = None
+    corpus: str | None = None
+
+    def __post_init__(self) -> None:
+        self.tasks = parse_task_list(self.tasks)
+        self.losses = tuple(dict.fromkeys(str(name).strip() for name in self.losses))
+        if not self.losses:
+            raise ValueError(f"option losses: at least one of {', '.join(LOSSES)} is needed")
+        for name in self.losses:
+            get_loss(name)
+        if self.num_samples < 1:
+            raise ValueError(f"option num_samples: must be at least 1, got {self.num_samples}")
+        if self.batch_tokens < 1:
+            raise ValueError(f"option batch_tokens: must be positive, got {self.batch_tokens}")
+        if self.corpus is not None and not Path(self.corpus).is_file():
+            raise ValueError(f"option corpus: {self.corpus} is not a file")
+        if self.corpus is not None and "perplexity" not in self.losses:
+            raise ValueError("option corpus is only used by the perplexity loss; add perplexity to losses")
+
+    @property
+    def data_options(self) -> DataOptions:
+        return DataOptions(data_dir=self.data_dir, router_fraction=self.router_fraction, split_seed=self.split_seed)
+
+    @property
+    def run_dir(self) -> Path:
+        """Where finished runs are kept: ``work_dir``, else ``<output>.runs`` beside the output file."""
+        return Path(self.work_dir) if self.work_dir else Path(f"{self.output}.runs")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One greedy search: a loss on a request set."""
+
+    task: str
+    loss: str
+    rset: RequestSet
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}/{self.loss}"
+
+
+@dataclass
+class RunRecord:
+    """A finished run as stored in ``work_dir`` and summarised in the candidate file's ``search.runs``."""
+
+    task: str
+    loss: str
+    omit: list[int]
+    step_losses: list[float]
+    dense_loss: float
+    key: str = ""
+    trial_losses: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "task": self.task,
+            "loss": self.loss,
+            "omit": self.omit,
+            "step_losses": self.step_losses,
+            "dense_loss": self.dense_loss,
+        }
+
+
+def plan_runs(
+    opts: SearchOptions, items: Mapping[str, Sequence[Item]] | None = None
+) -> tuple[list[RunSpec], dict[str, str]]:
+    """The runs to do, in file order (tasks × losses, then a corpus run), and a note on each task's sample.
+
+    ``items`` overrides where a task's items come from (tests); otherwise they are the task's router items
+    (its train split, or the reserved part of validation), never anything an evaluation uses.
+    """
+    runs: list[RunSpec] = []
+    notes: dict[str, str] = {}
+    task_losses = [loss for loss in opts.losses if not (loss == "perplexity" and opts.corpus)]
+    for task in opts.tasks if task_losses else ():
+        if items is not None and task in items:
+            pool, note = list(items[task]), f"{task}: {len(items[task])} items given"
+        else:
+            pool, note = router_items(task, opts.data_options)
+        if not pool:
+            raise ValueError(f"{task}: no items to search on ({note})")
+        picked = [pool[i] for i in sample_indices(len(pool), opts.num_samples, opts.seed, task)]
+        notes[task] = f"{note}; searched on a seeded sample of {len(picked)} (seed={opts.seed})"
+        choices = choice_requests(task, picked)
+        texts = text_requests(f"{task}:text", gold_texts(picked)) if "perplexity" in task_losses else None
+        for loss in task_losses:
+            runs.append(RunSpec(task, loss, texts if loss == "perplexity" else choices))  # type: ignore[arg-type]
+    if opts.corpus and "perplexity" in opts.losses:
+        texts = corpus_texts(opts.corpus, opts.num_samples, opts.seed)
+        notes[CORPUS_TASK] = f"{len(texts)} paragraphs of {opts.corpus} (seed={opts.seed})"
+        runs.append(RunSpec(CORPUS_TASK, "perplexity", text_requests(CORPUS_TASK, texts)))
+    return runs, notes
+
+
+def run_key(opts: SearchOptions, spec: RunSpec, num_blocks: int) -> str:
+    """Hash of everything that determines a run's result; a run file is reused only when it matches."""
+    payload = {
+        "version": SEARCH_VERSION,
+        "base": opts.base,
+        "dtype": opts.dtype,
+        "num_blocks": num_blocks,
+        "task": spec.task,
+        "loss": spec.loss,
+        "num_omit": opts.num_omit,
+        "keep_first": opts.keep_first,
+        "keep_last": opts.keep_last,
+        "requests": spec.rset.digest(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_path(opts: SearchOptions, spec: RunSpec, key: str) -> Path:
+    return opts.run_dir / f"{spec.task}-{spec.loss}-{key}.json"
+
+
+def load_run(path: Path, key: str) -> RunRecord | None:
+    """A finished run from ``path`` if it is there, readable and made with ``key``; else None (recompute)."""
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        record = RunRecord(**raw)
+    except (OSError, ValueError, TypeError):
+        return None
+    return record if record.key == key else None
+
+
+def to_record(spec: RunSpec, result: SearchResult, key: str) -> RunRecord:
+    return RunRecord(
+        task=spec.task,
+        loss=spec.loss,
+        omit=list(result.omit),
+        step_losses=list(result.step_losses),
+        dense_loss=result.dense_loss,
+        key=key,
+        trial_losses=[{str(b): v for b, v in losses.items()} for losses in result.trial_losses],
+    )
+
+
+def from_record(record: RunRecord) -> SearchResult:
+    """The search state a (partial) run file describes, to continue from."""
+    return SearchResult(
+        omit=tuple(record.omit),
+        step_losses=tuple(record.step_losses),
+        dense_loss=record.dense_loss,
+        trial_losses=tuple({int(b): v for b, v in losses.items()} for losses in record.trial_losses),
+    )
+
+
+def print_line(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_search(
+    opts: SearchOptions,
+    base: BaseModel | None = None,
+    items: Mapping[str, Sequence[Item]] | None = None,
+    naive: bool = False,
+    log: Callable[[str], None] = print_line,
+    stats: list[dict] | None = None,
+) -> CandidateSet:
+    """Do every run not already finished in ``opts.run_dir``, then merge and write ``opts.output`` atomically.
+
+    ``base`` skips loading ``opts.base`` (its name is still what the file records); ``naive`` uses the reference
+    evaluator (slow; tests and benchmarks only); ``stats``, when given, receives one dict of work counters and
+    seconds per searched run (benchmarks).
+    """
+    if base is None:
+        base = load_base(opts.base, dtype=opts.dtype, device=opts.device, cache_dir=opts.cache_dir)
+    scorer = Scorer(base.model, base.tokenizer, batch_tokens=opts.batch_tokens)
+    num_blocks = scorer.num_blocks
+    check_barriers(num_blocks, opts.num_omit, opts.keep_first, opts.keep_last)
+    runs, notes = plan_runs(opts, items)
+    for note in notes.values():
+        log(note)
+    started = time.perf_counter()
+    evaluators: dict[str, FastEvaluator | NaiveEvaluator] = {}
+    records: list[RunRecord] = []
+    for index, spec in enumerate(runs):
+        key = run_key(opts, spec, num_blocks)
+        path = run_path(opts, spec, key)
+        record = load_run(path, key)
+        tag = f"[{index + 1}/{len(runs)} {spec.name}]"
+        if record is not None:
+            log(f"{tag} finished earlier: omit {record.omit} ({path})")
+            records.append(record)
+            continue
+        # one evaluator per request set, so runs that share it share its memo; drop earlier tasks' memory
+        if any(not name.startswith(f"{spec.task}\x00") for name in evaluators):
+            evaluators.clear()
+        evaluator = evaluators.get(f"{spec.task}\x00{spec.rset.name}")
+        if evaluator is None:
+            if naive:
+                evaluator = NaiveEvaluator(base.model, base.tokenizer, spec.rset)
+            else:
+                evaluator = FastEvaluator(scorer, spec.rset)
+            evaluators[f"{spec.task}\x00{spec.rset.name}"] = evaluator
+
+        partial_path = path.with_name(path.stem + ".partial.json")
+        partial = load_run(partial_path, key)
+        resume = None
+        if partial is not None and len(partial.omit) < opts.num_omit:
+            resume = from_record(partial)
+            log(f"{tag} resuming after step {len(partial.omit)}: omit {partial.omit} ({partial_path})")
+
+        def on_step(
+            info: StepInfo, so_far: SearchResult, tag: str = tag, spec: RunSpec = spec, key: str = key, at=partial_path
+        ) -> None:
+            atomic_write_json(at, asdict(to_record(spec, so_far, key)))  # resume point, should we be stopped
+            log(
+                f"{tag} step {info.step}/{opts.num_omit}: removed block {info.removed}, loss {info.loss:.5f} "
+                f"({info.trials} trials, {info.cached} cached, {info.seconds:.1f}s; "
+                f"elapsed {time.perf_counter() - started:.0f}s)"
+            )
+
+        before = _counters(evaluator)
+        run_started, cpu = time.perf_counter(), time.process_time()
+        result = greedy_search(
+            evaluator,
+            get_loss(spec.loss),
+            opts.num_omit,
+            opts.keep_first,
+            opts.keep_last,
+            on_step=on_step,
+            resume=resume,
+        )
+        if stats is not None:
+            after = _counters(evaluator)
+            counts = {name: after[name] - before[name] for name in after}
+            seconds = time.perf_counter() - run_started
+            stats.append({"run": spec.name, "seconds": seconds, "cpu_seconds": time.process_time() - cpu, **counts})
+        record = to_record(spec, result, key)
+        atomic_write_json(path, asdict(record))
+        partial_path.unlink(missing_ok=True)
+        log(f"{tag} done: omit {record.omit} (dense loss {result.dense_loss:.5f}); saved {path}")
+        records.append(record)
+    cset = build_candidate_set(opts, records, num_blocks, notes)
+    try:
+        cset.save(opts.output)
+    except CandidateFileError as exc:
+        raise CandidateFileError(
+            f"{exc}. The {len(records)} runs (kept in {opts.run_dir}) found fewer than 2 distinct omission sets; "
+            "add tasks or losses, or change num_omit"
+        ) from exc
+    log(f"wrote {opts.output}: {len(cset)} candidates from {len(records)} runs ({time.perf_counter() - started:.0f}s)")
+    return cset
+
+
+def _counters(evaluator: FastEvaluator | NaiveEvaluator) -> dict[str, int]:
+    names = ("trials_computed", "trials_cached", "capture_passes", "token_blocks", "head_tokens")
+    return {name: getattr(evaluator, name, 0) for name in names}
+
+
+def build_candidate_set(
+    opts: SearchOptions, records: Sequence[RunRecord], num_blocks: int, notes: Mapping[str, str]
+) -> CandidateSet:
+    """Merge runs that found the same set of blocks; record how the search was configured (no timings)."""
+    candidates = [
+        Candidate(omit=tuple(r.omit), task=r.task, loss=r.loss, step_losses=tuple(r.step_losses)) for r in records
+    ]
+    search = {
+        "method": "greedy (SLEB-style): remove the block whose removal gives the lowest loss, num_omit times",
+        "dtype": opts.dtype,
+        "tasks": list(opts.tasks),
+        "losses": list(opts.losses),
+        "num_samples": opts.num_samples,
+        "seed": opts.seed,
+        "keep_first": opts.keep_first,
+        "keep_last": opts.keep_last,
+        "data_dir": opts.data_dir,
+        "router_fraction": opts.router_fraction,
+        "split_seed": opts.split_seed,
+        "corpus": opts.corpus,
+        "samples": dict(notes),
+        "runs": [r.summary() for r in records],
+    }
+    return CandidateSet(
+        base_model=opts.base,
+        num_blocks=num_blocks,
+        num_omit=opts.num_omit,
+        candidates=tuple(merge_identical(candidates)),
+        search=search,
+    )
