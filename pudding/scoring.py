@@ -29,6 +29,8 @@ from tqdm.auto import tqdm
 from pudding.models.adapters import adapter_for, body, get_layers, hidden_to_logits
 from pudding.models.omission import kept_blocks, use_blocks
 
+MIN_FILL = 0.9  # rows shorter than this share of a batch's longest row open a new batch (padding waste vs. batch size)
+
 
 @dataclass(frozen=True)
 class Score:
@@ -152,7 +154,9 @@ class Scorer:
         ordered = sorted(segments.values(), key=lambda s: s.length, reverse=True)
         batches, group = [], []
         for seg in ordered:
-            if group and (len(group) + 1) * group[0].length > self.batch_tokens:
+            full = group and (len(group) + 1) * group[0].length > self.batch_tokens
+            # a row much shorter than the batch's first would be mostly padding: start a new batch instead
+            if full or (group and seg.length < MIN_FILL * group[0].length):
                 batches.append(self._collate(group))
                 group = []
             group.append(seg)
@@ -234,10 +238,11 @@ class Scorer:
         totals = torch.zeros(len(prepared.requests), dtype=torch.float64)
         misses = torch.zeros(len(prepared.requests), dtype=torch.long)  # non-greedy tokens per request
         current: dict[str, int] = {}
-        hooks = [layers[b].register_forward_pre_hook(_recorder(captured[b]), with_kwargs=True) for b in capture]
-        if start_hidden is not None:
+        hooks = []
+        if start_hidden is not None:  # registered first, so a capture of blocks[0] records the injected input
             inject = _injector(start_hidden, current)
             hooks.append(layers[blocks[0]].register_forward_pre_hook(inject, with_kwargs=True))
+        hooks += [layers[b].register_forward_pre_hook(_recorder(captured[b]), with_kwargs=True) for b in capture]
         try:
             with use_blocks(self.model, blocks):
                 batches = tqdm(prepared.batches, desc="scoring", leave=False, disable=not self.progress)

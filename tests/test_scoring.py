@@ -81,6 +81,16 @@ def test_lm_eval_tokenisation(tokenizer, tiny_llama):
     assert cont == tokenizer.encode("hello")
 
 
+def test_batches_are_length_sorted_and_not_mostly_padding(tiny_llama, tokenizer):
+    scorer = Scorer(tiny_llama, tokenizer, batch_tokens=10_000)
+    prepared = scorer.prepare(REQUESTS)
+    widths = [b.input_ids.shape[1] for b in prepared.batches]
+    assert widths == sorted(widths, reverse=True) and len(widths) > 1
+    for batch in prepared.batches:
+        real = (batch.position_ids > 0).sum(1) + 1
+        assert real.min() >= 0.9 * batch.input_ids.shape[1]
+
+
 def test_truncation_cuts_context_from_the_left(tiny_llama, tokenizer):
     long_context = " ".join(f"word{i}" for i in range(200))
     scorer = Scorer(tiny_llama, tokenizer, max_length=32)
@@ -101,7 +111,8 @@ def test_hidden_state_capture_and_restart(tiny_llama, tokenizer):
     assert set(captured) == set(range(6)) and all(len(v) == len(prepared.batches) for v in captured.values())
     for b in (1, 3, 4):
         rest = [k for k in kept_blocks([b], 6) if k > b]
-        shortcut, _ = scorer.run(prepared, rest, start_hidden=captured[b])
+        shortcut, again = scorer.run(prepared, rest, start_hidden=captured[b], capture=rest[:1])
+        assert all(torch.equal(x, y) for x, y in zip(again[rest[0]], captured[b], strict=True)), "records the injected"
         full, _ = scorer.run(prepared, kept_blocks([b], 6))
         assert [s.logprob for s in shortcut] == pytest.approx([s.logprob for s in full], abs=1e-6)
         assert [s.logprob for s in full] != pytest.approx([s.logprob for s in dense], abs=1e-3)
