@@ -269,9 +269,9 @@ class Scorer:
         chunk = max(1, (1 << 26) // max(1, self.model.config.vocab_size))  # ~256 MB of float32 logits at a time
         for lo in range(0, hidden.shape[0], chunk):
             logits = hidden_to_logits(self.model, hidden[lo : lo + chunk]).float()
-            logprobs = torch.log_softmax(logits, dim=-1)
             target = batch.targets[lo : lo + chunk]
-            picked = logprobs.gather(1, target[:, None]).squeeze(1).double().cpu()
+            # log_softmax at the target only: no full-vocabulary output tensor is written
+            picked = (logits.gather(1, target[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)).double().cpu()
             miss = (logits.argmax(dim=-1) != target).long().cpu()
             owner = batch.owner[lo : lo + chunk].cpu()
             totals.index_add_(0, owner, picked)
