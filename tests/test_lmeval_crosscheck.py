@@ -24,6 +24,10 @@ pytestmark = pytest.mark.slow
 N_ITEMS = 100
 HFLM_BATCH_SIZE = 16
 LOGLIKELIHOOD_ATOL = 1e-4
+# HFLM sums float32 token log-probs; for a ~100-token continuation near -300 nats float32 rounding alone reaches
+# ~1e-3 absolute, so long continuations are held to float32's relative precision instead (still ~1000x below any
+# real difference such as a wrong token or position).
+LOGLIKELIHOOD_RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +62,12 @@ def test_acc_equals_lmeval_hflm(crosscheck: dict[str, Any]) -> None:
 
 
 def test_request_loglikelihoods_match_hflm(crosscheck: dict[str, Any]) -> None:
-    """Every choice's summed log-likelihood agrees with HFLM's to 1e-4 (float32, different batching and masks)."""
+    """Every choice's summed log-likelihood agrees with HFLM's to 1e-4, or 1e-5 relative for long continuations."""
     theirs: Sequence[Sequence[float]] = lmeval_bridge.request_loglikelihoods(crosscheck["theirs"], "piqa")
     flat_theirs = [ll for doc in theirs for ll in doc]
     flat_ours = [s.logprob for s in crosscheck["our_scores"]]
     assert len(flat_ours) == len(flat_theirs) == 2 * N_ITEMS
-    worst = max(range(len(flat_ours)), key=lambda i: abs(flat_ours[i] - flat_theirs[i]))
-    assert flat_ours[worst] == pytest.approx(flat_theirs[worst], abs=LOGLIKELIHOOD_ATOL, rel=0), (
-        f"request {worst} (item {worst // 2}, choice {worst % 2}) differs most"
-    )
+    for i, (mine, hflm) in enumerate(zip(flat_ours, flat_theirs, strict=True)):
+        assert mine == pytest.approx(hflm, abs=LOGLIKELIHOOD_ATOL, rel=LOGLIKELIHOOD_RTOL), (
+            f"request {i} (item {i // 2}, choice {i % 2}) differs"
+        )
