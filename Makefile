@@ -29,8 +29,9 @@ test: lint
 pipeline: setup
 	$(VENV)/bin/pudding candidates --config configs/candidates.yaml --data_dir $(DATA_DIR)
 	$(VENV)/bin/pudding eval --candidates checkpoints/candidates.yaml --limit 200 --data_dir $(DATA_DIR) \
-		--output checkpoints/candidates_eval.json
-	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR)
+		--dtype bfloat16 --output checkpoints/candidates_eval.json
+	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR) \
+		--trainer.devices 2 --trainer.strategy ddp
 
 bench: setup
 	$(PY) benchmarks/eval_vs_lmeval.py --data_dir $(DATA_DIR)

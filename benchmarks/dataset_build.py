@@ -35,7 +35,7 @@ def run(
     dtypes: list[str] | str = "float32,bfloat16",
     items: int = 128,
     items_per_batch: int = 64,
-    batch_tokens: int = 4096,
+    batch_tokens: int = 1024,
     compare_reuse: bool = False,
     threads: int | None = None,
     output: str | None = None,

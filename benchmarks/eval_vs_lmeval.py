@@ -88,7 +88,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--base", default="default", help="base model, as for `pudding eval --base`")
     parser.add_argument("--batch_size", type=int, default=16, help="HFLM batch size (4, 16 and 64 run alike on CPU)")
-    parser.add_argument("--batch_tokens", type=int, default=4096, help="pudding's token budget per forward pass")
+    parser.add_argument("--batch_tokens", type=int, default=1024, help="pudding's token budget per forward pass")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for both sides (default: torch's own). 1 gives steadier numbers on a busy machine, "
+        "where a descheduled OpenMP thread stalls every op of a multi-threaded run",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per side and task (best one reported)")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="JSON report; the plot goes next to it (.png)")
     args = parser.parse_args(argv)
@@ -96,8 +103,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = [t for t in args.tasks if t not in lmeval_bridge.LOCAL_TASKS]
     if unknown:
         parser.error(f"--tasks: {', '.join(unknown)} cannot be run by lm-eval from local files here")
-    if args.limit < 1 or args.repeats < 1:
-        parser.error("--limit and --repeats must be positive")
+    if args.limit < 1 or args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--limit, --repeats and --threads must be positive")
     return args
 
 
@@ -208,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from pudding.models.loading import load_base
     from pudding.tasks import DataOptions, eval_items
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if not Path(args.data_dir).is_dir():
         sys.exit(f"--data_dir {args.data_dir} does not exist (expected the layout of /work/shared/data)")
     lm = load_base(args.base, dtype="float32", device="cpu", cache_dir=REPO / "checkpoints" / "base_models")

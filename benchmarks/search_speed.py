@@ -33,7 +33,7 @@ from pudding.models.loading import load_base
 from pudding.scoring import Scorer
 from pudding.search import NaiveEvaluator, SearchOptions, plan_runs, removable, run_search
 from pudding.search.greedy import Work
-from pudding.search.objectives import choice_requests, sample_indices, text_requests
+from pudding.search.objectives import choice_requests, gold_requests, sample_indices, text_requests
 from pudding.search.runs import RunRecord, load_run, run_key, run_path
 
 
@@ -123,9 +123,10 @@ def measure_naive(opts: SearchOptions, base, naive_items: int) -> dict:
     for spec in specs:
         rset = spec.rset
         if rset.name not in per_set:
-            if rset.kind == "choices":
+            if rset.kind in ("choices", "gold"):
                 idx = sample_indices(len(rset.items), naive_items, opts.seed, f"naive:{rset.name}")
-                subset = choice_requests(rset.name, [rset.items[i] for i in idx])
+                make = choice_requests if rset.kind == "choices" else gold_requests
+                subset = make(rset.name, [rset.items[i] for i in idx])
             else:
                 idx = sample_indices(len(rset.requests), naive_items, opts.seed, f"naive:{rset.name}")
                 subset = text_requests(rset.name, [rset.requests[i][1] for i in idx])
@@ -250,7 +251,7 @@ def plot(result: dict, path: Path) -> None:
     runs = result["fast"]["runs"]
     right.barh([r["run"] for r in runs][::-1], [r["seconds"] / 60 for r in runs][::-1], color="#3a7")
     right.set_xlabel("minutes")
-    right.set_title("fast search, per run (memo shares work within a task)")
+    right.set_title("fast search, per run")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -34,7 +34,7 @@ def candidates(
     data_dir: str | None = None,
     router_fraction: float = 0.5,
     split_seed: int = 0,
-    batch_tokens: int = 4096,
+    batch_tokens: int = 1024,
     output: str = "checkpoints/candidates.yaml",
     work_dir: str | None = None,
     corpus: str | None = None,

@@ -46,7 +46,7 @@ def dataset_options(
     data_dir: str | None = None,
     router_fraction: float = 0.5,
     split_seed: int = 0,
-    batch_tokens: int = 4096,
+    batch_tokens: int = 1024,
     items_per_batch: int = 64,
     reuse_prefix: bool = True,
     output: str = "checkpoints/router_dataset",

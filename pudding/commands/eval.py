@@ -37,7 +37,7 @@ def evaluate(
     output: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
-    batch_tokens: int = 4096,
+    batch_tokens: int = 1024,
     router_fraction: float = 0.5,
     split_seed: int = 0,
     average_metric: str = "acc",

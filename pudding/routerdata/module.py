@@ -125,7 +125,7 @@ class ScoringModule(LightningModule):
         candidates: str,
         base: str | None = None,
         dtype: str = "auto",
-        batch_tokens: int = 4096,
+        batch_tokens: int = 1024,
         reuse_prefix: bool = True,
         cache_dir: str = "checkpoints/base_models",
     ) -> None:

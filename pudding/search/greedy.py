@@ -12,8 +12,10 @@ The greedy loop is shared; only the way a trial ("the current omission set plus 
     states recorded earlier (``Scorer.run(start_hidden=..., capture=...)``);
   - the winning trial records its blocks' inputs, which are exactly the next step's current-model inputs, so a
     step needs no separate capture pass;
-  - scores are memoised by omission *set*, so runs with different losses on the same request set (likelihood
-    and margin of one task) compute every evaluation they share once.
+  - scores are memoised by omission *set*, so runs with different losses on the same request set compute every
+    evaluation they share once (the planned runs give likelihood its own, cheaper gold-only set, see
+    :mod:`pudding.search.objectives`);
+  - the LM head runs only on scored positions, a few dozen rows at a time (``pudding.scoring``).
 
   Each shortcut reproduces, operation for operation, what a plain run of the reduced block list on the same
   batches computes, so the scores are bit-identical to ``scorer.run(prepared, kept_blocks(...))``.

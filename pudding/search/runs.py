@@ -29,13 +29,14 @@ from pudding.search.objectives import (
     choice_requests,
     corpus_texts,
     get_loss,
+    gold_requests,
     gold_texts,
     sample_indices,
     text_requests,
 )
 from pudding.tasks import DEFAULT_TASKS, DataOptions, Item, parse_task_list, router_items
 
-SEARCH_VERSION = 1
+SEARCH_VERSION = 2
 """Bumped when a change to the search would change results, so stale run files are not reused."""
 
 
@@ -57,7 +58,7 @@ class SearchOptions:
     data_dir: str | None = None
     router_fraction: float = 0.5
     split_seed: int = 0
-    batch_tokens: int = 4096
+    batch_tokens: int = 1024
     output: str = "checkpoints/candidates.yaml"
     work_dir: str | None = None
     corpus: str | None = None
@@ -143,10 +144,13 @@ def plan_runs(
             raise ValueError(f"{task}: no items to search on ({note})")
         picked = [pool[i] for i in sample_indices(len(pool), opts.num_samples, opts.seed, task)]
         notes[task] = f"{note}; searched on a seeded sample of {len(picked)} (seed={opts.seed})"
-        choices = choice_requests(task, picked)
-        texts = text_requests(f"{task}:text", gold_texts(picked)) if "perplexity" in task_losses else None
+        sets = {
+            "likelihood": gold_requests(f"{task}:gold", picked),
+            "margin": choice_requests(task, picked),
+            "perplexity": text_requests(f"{task}:text", gold_texts(picked)),
+        }
         for loss in task_losses:
-            runs.append(RunSpec(task, loss, texts if loss == "perplexity" else choices))  # type: ignore[arg-type]
+            runs.append(RunSpec(task, loss, sets[loss]))
     if opts.corpus and "perplexity" in opts.losses:
         texts = corpus_texts(opts.corpus, opts.num_samples, opts.seed)
         notes[CORPUS_TASK] = f"{len(texts)} paragraphs of {opts.corpus} (seed={opts.seed})"
