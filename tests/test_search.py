@@ -19,10 +19,15 @@ from pudding.search import (
     pick,
     removable,
     run_search,
-    text_requests,
 )
 from pudding.search import runs as runs_module
-from pudding.search.objectives import gold_requests, gold_texts, likelihood_loss, margin_loss, sample_indices
+from pudding.search.objectives import (
+    gold_requests,
+    likelihood_loss,
+    margin_loss,
+    requests_for,
+    sample_indices,
+)
 from pudding.tasks import Item
 
 
@@ -54,12 +59,6 @@ def model(tiny_llama):
     return tiny_llama
 
 
-def _request_set(loss: str, items):
-    """The request set the search plans for ``loss`` (as in ``plan_runs``)."""
-    make = {"perplexity": lambda n, it: text_requests(n, gold_texts(it)), "likelihood": gold_requests}
-    return make.get(loss, choice_requests)("t", items)
-
-
 def test_gold_only_likelihood_equals_likelihood_over_all_choices(model, tokenizer):
     """Likelihood runs score the gold requests alone; the loss must be the one read off a full choices set."""
     items = _items()
@@ -80,7 +79,7 @@ def _brute_force(scorer: Scorer, rset, loss_name: str, omit: tuple[int, ...], al
 @pytest.mark.parametrize("loss", ["likelihood", "margin", "perplexity"])
 def test_greedy_one_step_equals_brute_force(model, tokenizer, loss):
     items = _items()
-    rset = _request_set(loss, items)
+    rset = requests_for(loss, "t", items)
     scorer = Scorer(model, tokenizer)
     result = greedy_search(FastEvaluator(scorer, rset), get_loss(loss), num_omit=1)
     brute = _brute_force(scorer, rset, loss, (), removable(6, (), 1, 1))
@@ -93,7 +92,7 @@ def test_greedy_one_step_equals_brute_force(model, tokenizer, loss):
 @pytest.mark.parametrize("loss", ["likelihood", "margin", "perplexity"])
 def test_fast_search_equals_naive_search(model, tokenizer, loss):
     items = _items()
-    rset = _request_set(loss, items)
+    rset = requests_for(loss, "t", items)
     fast = greedy_search(FastEvaluator(Scorer(model, tokenizer), rset), get_loss(loss), num_omit=2)
     naive = greedy_search(NaiveEvaluator(model, tokenizer, rset), get_loss(loss), num_omit=2)
     assert fast.omit == naive.omit

@@ -66,6 +66,17 @@ def text_requests(name: str, texts: Sequence[str]) -> RequestSet:
     return RequestSet(name, "text", tuple(("", text) for text in texts))
 
 
+def requests_for(loss: str, task: str, items: Sequence[Item]) -> RequestSet:
+    """The request set a ``loss`` run on ``task`` scores: only what that loss reads of the items."""
+    if loss == "likelihood":
+        return gold_requests(f"{task}:gold", items)
+    if loss == "margin":
+        return choice_requests(task, items)
+    if loss == "perplexity":
+        return text_requests(f"{task}:text", gold_texts(items))
+    raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(LOSSES)}")
+
+
 def gold_texts(items: Sequence[Item]) -> list[str]:
     """A task's own text for the perplexity loss: each item's context followed by its gold answer."""
     return [item.requests[item.gold][0] + item.requests[item.gold][1] for item in items]
@@ -112,8 +123,11 @@ def likelihood_loss(rset: RequestSet, scores: Sequence[Score]) -> float:
     """
     if rset.kind not in ("choices", "gold"):
         raise ValueError(f"the likelihood loss needs a choices or gold request set, not {rset.kind!r}")
-    gold = (lambda item: 0) if rset.kind == "gold" else (lambda item: item.gold)
-    total = sum(scores[off + gold(item)].mean_logprob for item, off in zip(rset.items, rset.offsets, strict=True))
+    gold_only = rset.kind == "gold"
+    total = sum(
+        scores[off if gold_only else off + item.gold].mean_logprob
+        for item, off in zip(rset.items, rset.offsets, strict=True)
+    )
     return -total / len(rset.items)
 
 

@@ -26,11 +26,9 @@ from pudding.search.objectives import (
     CORPUS_TASK,
     LOSSES,
     RequestSet,
-    choice_requests,
     corpus_texts,
     get_loss,
-    gold_requests,
-    gold_texts,
+    requests_for,
     sample_indices,
     text_requests,
 )
@@ -144,13 +142,8 @@ def plan_runs(
             raise ValueError(f"{task}: no items to search on ({note})")
         picked = [pool[i] for i in sample_indices(len(pool), opts.num_samples, opts.seed, task)]
         notes[task] = f"{note}; searched on a seeded sample of {len(picked)} (seed={opts.seed})"
-        sets = {
-            "likelihood": gold_requests(f"{task}:gold", picked),
-            "margin": choice_requests(task, picked),
-            "perplexity": text_requests(f"{task}:text", gold_texts(picked)),
-        }
         for loss in task_losses:
-            runs.append(RunSpec(task, loss, sets[loss]))
+            runs.append(RunSpec(task, loss, requests_for(loss, task, picked)))
     if opts.corpus and "perplexity" in opts.losses:
         texts = corpus_texts(opts.corpus, opts.num_samples, opts.seed)
         notes[CORPUS_TASK] = f"{len(texts)} paragraphs of {opts.corpus} (seed={opts.seed})"
