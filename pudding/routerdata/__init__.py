@@ -2,7 +2,8 @@
 
 Building: :class:`ScoringModule` (scores one work unit under every candidate omission set), :class:`ScoringDataModule`
 (router items as fixed work units), :class:`ShardWriter` (atomic per-unit shards) and :func:`build_dataset` (resume,
-distribution, atomic assembly), driven by ``pudding dataset``. Serving: :class:`RouterDataModule`.
+distribution, atomic assembly), driven by ``pudding dataset``. Serving: :class:`RouterDataModule`. Baselines the
+router must beat: :func:`headroom`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pudding.routerdata.datamodule import (
     resolve_router,
     transform_targets,
 )
+from pudding.routerdata.headroom import Headroom, headroom, headroom_table
 from pudding.routerdata.module import ScoringModule, score_candidates
 from pudding.routerdata.store import META_FILE, RouterDataError, load_router_dataset, read_meta, save_dataset
 from pudding.routerdata.units import Chunk, ScoringDataModule, gold_request, make_chunks
@@ -28,12 +30,15 @@ __all__ = [
     "RouterDataError",
     "RouterDataModule",
     "ScoringDataModule",
+    "Headroom",
     "ScoringModule",
     "ShardWriter",
     "build_dataset",
     "build_key",
     "default_work_dir",
     "gold_request",
+    "headroom",
+    "headroom_table",
     "load_router_dataset",
     "make_chunks",
     "read_meta",

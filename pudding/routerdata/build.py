@@ -29,12 +29,14 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
 from pudding.io import atomic_write_json
+from pudding.routerdata.headroom import headroom, headroom_table
 from pudding.routerdata.module import ScoringModule
 from pudding.routerdata.store import (
     DATASET_FORMAT,
     META_FILE,
     TARGET,
     RouterDataError,
+    load_router_dataset,
     make_dataset,
     read_meta,
     save_dataset,
@@ -167,8 +169,11 @@ def build_dataset(
         except RouterDataError:
             existing = None
         if existing == key:
+            if not trainer.is_global_zero:
+                return None
             say(f"{output} is up to date (build key {key[:16]}); nothing to do")
-            return output if trainer.is_global_zero else None
+            print_headroom(output)
+            return output
         if not overwrite:
             raise FileExistsError(
                 f"{output} exists and was built from other settings; choose another output or pass --overwrite true"
@@ -206,4 +211,13 @@ def build_dataset(
             work.rmdir()
     say(f"wrote {output} ({len(dataset)} rows, K={meta['num_candidates']}; metadata in {output / META_FILE})")
     say(f"done in {time.perf_counter() - started:.1f} s")
+    print_headroom(output)
     return output
+
+
+def print_headroom(output: Path) -> None:
+    """Print what a router could gain on the dataset at ``output`` (see :mod:`pudding.routerdata.headroom`)."""
+    dataset, meta = load_router_dataset(output)
+    names = meta.get("candidate_names") or [f"#{i}" for i in range(meta["num_candidates"])]
+    say("mean per-token gold log-likelihood (nats, higher is better) by task; oracle = best candidate per item:")
+    print(headroom_table(headroom(dataset, names)), flush=True)
