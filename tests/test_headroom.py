@@ -53,6 +53,11 @@ def test_headroom_numbers_by_hand():
     assert math.isclose(total.dense, (-1.5 - 0.5 - 2.0 - 2.0) / 4)
 
 
+def test_headroom_of_no_finite_rows_is_empty():
+    ds = _dataset([("t", (float("inf"), -2.0, -3.0), -1.0), ("t", (-1.0, -2.0, -3.0), float("nan"))])
+    assert headroom(ds, NAMES) == []
+
+
 def test_headroom_rejects_wrong_number_of_names():
     ds = _dataset([("t", (-1.0, -2.0, -3.0), -1.0)])
     with pytest.raises(ValueError, match="do not match 2 candidate names"):

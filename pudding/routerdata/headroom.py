@@ -47,7 +47,10 @@ def _group(task: str, scores: np.ndarray, dense: np.ndarray, names: Sequence[str
 
 
 def headroom(dataset: Dataset, names: Sequence[str]) -> list[Headroom]:
-    """One :class:`Headroom` per task in order of first appearance, then one for all rows (task ``"all"``)."""
+    """One :class:`Headroom` per task in order of first appearance, then one for all rows (task ``"all"``).
+
+    Rows with a NaN/inf score are left out, as :class:`RouterDataModule` drops them; none finite gives ``[]``.
+    """
     scores = np.asarray(dataset["scores"], dtype=np.float64)
     if scores.ndim != 2 or scores.shape[1] != len(names) or len(scores) == 0:
         raise ValueError(f"scores of shape {scores.shape} do not match {len(names)} candidate names")
@@ -55,6 +58,8 @@ def headroom(dataset: Dataset, names: Sequence[str]) -> list[Headroom]:
     tasks = np.asarray(dataset["task"])
     keep = np.isfinite(scores).all(axis=1) & np.isfinite(dense)
     scores, dense, tasks = scores[keep], dense[keep], tasks[keep]
+    if len(scores) == 0:
+        return []  # nothing finite to compare
     order = list(dict.fromkeys(tasks.tolist()))
     groups = [_group(t, scores[tasks == t], dense[tasks == t], names) for t in order]
     return [*groups, _group("all", scores, dense, names)]
