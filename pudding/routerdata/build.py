@@ -25,6 +25,7 @@ import time
 import warnings
 from pathlib import Path
 
+from datasets import Dataset
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -172,7 +173,7 @@ def build_dataset(
             if not trainer.is_global_zero:
                 return None
             say(f"{output} is up to date (build key {key[:16]}); nothing to do")
-            print_headroom(output)
+            print_headroom(*load_router_dataset(output))
             return output
         if not overwrite:
             raise FileExistsError(
@@ -211,13 +212,12 @@ def build_dataset(
             work.rmdir()
     say(f"wrote {output} ({len(dataset)} rows, K={meta['num_candidates']}; metadata in {output / META_FILE})")
     say(f"done in {time.perf_counter() - started:.1f} s")
-    print_headroom(output)
+    print_headroom(dataset, meta)
     return output
 
 
-def print_headroom(output: Path) -> None:
-    """Print what a router could gain on the dataset at ``output`` (see :mod:`pudding.routerdata.headroom`)."""
-    dataset, meta = load_router_dataset(output)
+def print_headroom(dataset: Dataset, meta: dict) -> None:
+    """Print what a router could gain on a router dataset (see :mod:`pudding.routerdata.headroom`)."""
     names = meta.get("candidate_names") or [f"#{i}" for i in range(meta["num_candidates"])]
     say("mean per-token gold log-likelihood (nats, higher is better) by task; oracle = best candidate per item:")
     print(headroom_table(headroom(dataset, names)), flush=True)

@@ -49,7 +49,8 @@ def _group(task: str, scores: np.ndarray, dense: np.ndarray, names: Sequence[str
 def headroom(dataset: Dataset, names: Sequence[str]) -> list[Headroom]:
     """One :class:`Headroom` per task in order of first appearance, then one for all rows (task ``"all"``).
 
-    Rows with a NaN/inf score are left out, as :class:`RouterDataModule` drops them; none finite gives ``[]``.
+    Rows with a NaN/inf candidate score are left out (as :class:`RouterDataModule` drops them), and so are rows
+    whose dense score is NaN/inf, which would make the dense mean meaningless; none left gives ``[]``.
     """
     scores = np.asarray(dataset["scores"], dtype=np.float64)
     if scores.ndim != 2 or scores.shape[1] != len(names) or len(scores) == 0:
