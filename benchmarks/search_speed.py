@@ -33,7 +33,7 @@ from pudding.models.loading import load_base
 from pudding.scoring import Scorer
 from pudding.search import NaiveEvaluator, SearchOptions, plan_runs, removable, run_search
 from pudding.search.greedy import Work
-from pudding.search.objectives import choice_requests, gold_requests, sample_indices, text_requests
+from pudding.search.objectives import sample_indices
 from pudding.search.runs import RunRecord, load_run, run_key, run_path
 
 
@@ -123,13 +123,7 @@ def measure_naive(opts: SearchOptions, base, naive_items: int) -> dict:
     for spec in specs:
         rset = spec.rset
         if rset.name not in per_set:
-            if rset.kind in ("choices", "gold"):
-                idx = sample_indices(len(rset.items), naive_items, opts.seed, f"naive:{rset.name}")
-                make = choice_requests if rset.kind == "choices" else gold_requests
-                subset = make(rset.name, [rset.items[i] for i in idx])
-            else:
-                idx = sample_indices(len(rset.requests), naive_items, opts.seed, f"naive:{rset.name}")
-                subset = text_requests(rset.name, [rset.requests[i][1] for i in idx])
+            subset = rset.subset(sample_indices(rset.num_units, naive_items, opts.seed, f"naive:{rset.name}"))
             scale = len(rset.requests) / len(subset.requests)
             deep = naive_trial_seconds(base, subset, (shallow[0],)) * scale  # n - 1 blocks
             low = naive_trial_seconds(base, subset, shallow) * scale  # n - num_omit blocks

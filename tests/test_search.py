@@ -71,6 +71,14 @@ def test_gold_only_likelihood_equals_likelihood_over_all_choices(model, tokenize
         margin_loss(gold_requests("g", items), scorer.score(gold_requests("g", items).requests))
 
 
+@pytest.mark.parametrize("loss", ["likelihood", "margin", "perplexity"])
+def test_subset_is_the_set_built_from_the_picked_units(loss):
+    items = _items()
+    picked = [4, 0, 2]
+    assert requests_for(loss, "t", items).num_units == len(items)
+    assert requests_for(loss, "t", items).subset(picked) == requests_for(loss, "t", [items[i] for i in picked])
+
+
 def _brute_force(scorer: Scorer, rset, loss_name: str, omit: tuple[int, ...], allowed: list[int]) -> dict[int, float]:
     loss_fn = get_loss(loss_name)
     return {b: loss_fn(rset, scorer.score(rset.requests, omit=(*omit, b))) for b in allowed}

@@ -39,6 +39,18 @@ class RequestSet:
     items: tuple[Item, ...] = ()
     offsets: tuple[int, ...] = ()
 
+    def subset(self, indices: Sequence[int]) -> RequestSet:
+        """The same kind of set over some of its units: items, or texts for a ``text`` set (benchmarks time these)."""
+        if self.kind == "text":
+            return text_requests(self.name, [self.requests[i][1] for i in indices])
+        make = choice_requests if self.kind == "choices" else gold_requests
+        return make(self.name, [self.items[i] for i in indices])
+
+    @property
+    def num_units(self) -> int:
+        """How many units :meth:`subset` indexes: texts for a ``text`` set, else items."""
+        return len(self.requests) if self.kind == "text" else len(self.items)
+
     def digest(self) -> str:
         """sha256 of the exact requests (and gold answers): part of every run's resume key."""
         payload = {"kind": self.kind, "requests": self.requests, "gold": [item.gold for item in self.items]}
