@@ -130,7 +130,8 @@ def measure_naive(opts: SearchOptions, base, naive_items: int) -> dict:
             per_set[rset.name] = {"requests": len(rset.requests), "timed_requests": len(subset.requests)}
             per_set[rset.name]["trial_seconds"] = {n - 1: deep, n - len(shallow): low}
             print(f"naive {rset.name}: one trial ≈ {deep:.1f}s at {n - 1} blocks, {low:.1f}s at {n - len(shallow)}")
-        deep, low = per_set[rset.name]["trial_seconds"].values()
+        times = per_set[rset.name]["trial_seconds"]  # one key when num_omit is 1: both depths are n - 1
+        deep, low = times[n - 1], times[n - len(shallow)]
 
         def at(depth: int, deep: float = deep, low: float = low) -> float:
             if len(shallow) == 1:
