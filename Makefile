@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint pipeline bench clean-cache
+.PHONY: setup test lint pipeline data release bench clean-cache
 
 setup:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,9 +29,17 @@ test: lint
 pipeline: setup
 	$(VENV)/bin/pudding candidates --config configs/candidates.yaml --data_dir $(DATA_DIR)
 	$(VENV)/bin/pudding eval --candidates checkpoints/candidates.yaml --limit 200 --data_dir $(DATA_DIR) \
-		--dtype bfloat16 --output checkpoints/candidates_eval.json
+		--output checkpoints/candidates_eval.json
 	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR) \
 		--trainer.devices 2 --trainer.strategy ddp
+
+# The router dataset from the released scores (checkpoints/release/), in seconds instead of hours of scoring.
+data: setup
+	$(VENV)/bin/pudding dataset --scores checkpoints/release/router_scores.parquet --data_dir $(DATA_DIR)
+
+# Package this machine's candidate file and router dataset as checkpoints/release/ (see configs/release.yaml).
+release: setup
+	$(VENV)/bin/pudding release --config configs/release.yaml --overwrite true
 
 bench: setup
 	$(PY) benchmarks/eval_vs_lmeval.py --data_dir $(DATA_DIR)

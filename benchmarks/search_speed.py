@@ -34,14 +34,14 @@ from pudding.scoring import Scorer
 from pudding.search import NaiveEvaluator, SearchOptions, plan_runs, removable, run_search
 from pudding.search.greedy import Work
 from pudding.search.objectives import sample_indices
-from pudding.search.runs import RunRecord, load_run, run_key, run_path
+from pudding.search.runs import RunRecord, dtype_record, load_run, run_key, run_path
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", default=None, help="benchmark files (e.g. /work/shared/data); default: the hub")
     p.add_argument("--base", default="default")
-    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--dtype", default="auto")
     p.add_argument("--tasks", default="arc_easy,arc_challenge,boolq,hellaswag,piqa,winogrande")
     p.add_argument("--losses", default="likelihood,margin")
     p.add_argument("--num_omit", type=int, default=7)
@@ -284,7 +284,7 @@ def main() -> None:
     specs, _ = plan_runs(opts)
     records = {}
     for spec in specs:
-        key = run_key(opts, spec, num_blocks(base.model))
+        key = run_key(opts, spec, num_blocks(base.model), dtype_record(base)["dtype"])
         record = load_run(run_path(opts, spec, key), key)
         if record is None:
             raise FileNotFoundError(f"run {spec.name} is not in {opts.run_dir} (pass --fast_runs with --fast_log)")

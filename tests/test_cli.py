@@ -72,6 +72,8 @@ def test_eval_from_yaml_config_with_override(tmp_path, tiny_dir, piqa_dir):
     config.write_text(yaml.safe_dump({"tasks": ["piqa"], "omit": [2], "limit": 1}))
     report = _eval(tmp_path, tiny_dir, piqa_dir, "--config", str(config), "--limit", "2")
     assert report["config"]["omit"] == [2] and report["results"]["piqa"]["n"] == 2
+    assert report["config"]["dtype_requested"] == "auto" and report["config"]["dtype"] in ("float32", "bfloat16")
+    assert report["config"]["dtype_reason"]  # why auto chose it on this machine
 
 
 def test_eval_candidates_table(tmp_path, tiny_dir, piqa_dir, capsys):

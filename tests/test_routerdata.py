@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,13 +13,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from pudding.candidates import Candidate, CandidateSet
+from pudding.candidates import Candidate, CandidateSet, file_hash
 from pudding.models.loading import load_base
 from pudding.models.omission import kept_blocks
+from pudding.release import ReleaseError, check_release, write_release
 from pudding.routerdata import (
     META_FILE,
     RouterCollator,
@@ -35,6 +38,7 @@ from pudding.routerdata import (
 )
 from pudding.routerdata.datamodule import split_items
 from pudding.routerdata.module import plan_runs
+from pudding.routerdata.scores import export_scores, rebuild_dataset
 from pudding.routerdata.store import make_dataset
 from pudding.scoring import Scorer
 from pudding.tasks import DataOptions, clear_cache, router_items
@@ -92,7 +96,7 @@ def trainer(**kwargs) -> Trainer:
 
 
 def build(setup: dict, output: Path, **kwargs) -> Path | None:
-    module = ScoringModule(candidates=str(setup["candidates"]))
+    module = ScoringModule(candidates=str(setup["candidates"]), dtype="float32")  # auto is bf16 on AMX machines
     data = ScoringDataModule(tasks=TASKS, data_dir=str(setup["data"]), items_per_batch=kwargs.pop("items_per_batch", 8))
     return build_dataset(trainer(), module, data, output, **kwargs)
 
@@ -106,7 +110,7 @@ def cli(setup: dict, output: Path, *extra: str, **popen) -> subprocess.Popen:
     """``python -m pudding.cli dataset`` on the tiny setup (the real entry point; DDP re-runs this command line)."""
     args = [sys.executable, "-m", "pudding.cli", "dataset", "--candidates", str(setup["candidates"])]
     args += ["--tasks", TASKS, "--data_dir", str(setup["data"]), "--items_per_batch", "8", "--output", str(output)]
-    args += ["--trainer.accelerator", "cpu", *extra]
+    args += ["--dtype", "float32", "--trainer.accelerator", "cpu", *extra]
     # one CPU thread per process, like the ``reference_one_thread`` build, so results compare bit for bit
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), popen.pop("pythonpath", None)) if p)
@@ -217,6 +221,11 @@ def test_dataset_rows_equal_direct_scoring_and_metadata(tiny_setup, reference, c
     assert meta["candidates_sha256"] and meta["candidates_file"] == str(tiny_setup["candidates"].resolve())
     assert meta["base_model"] == str(tiny_setup["model"]) and meta["num_candidates"] == len(SETS)
     assert meta["omission_sets"] == [list(s) for s in SETS]
+    assert meta["dtype"] == "float32" and meta["dtype_reason"] == "set by the dtype option"
+    assert meta["router_splits"] == {"arc_easy": "train", "boolq": "validation"} and set(meta["items_sha256"]) == {
+        "arc_easy",
+        "boolq",
+    }
     assert "validation" in meta["notes"]["boolq"] and meta["notes"]["boolq"] == note
 
     base = load_base(str(tiny_setup["model"]), dtype="float32", device="cpu")
@@ -254,7 +263,7 @@ def test_same_config_gives_identical_dataset_and_resumes_from_shards(tiny_setup,
 
 
 def test_output_from_other_settings_is_refused_and_saving_is_atomic(tiny_setup, reference, tmp_path, monkeypatch):
-    module = ScoringModule(candidates=str(tiny_setup["candidates"]))
+    module = ScoringModule(candidates=str(tiny_setup["candidates"]), dtype="float32")
     data = ScoringDataModule(tasks=TASKS, data_dir=str(tiny_setup["data"]), items_per_batch=8, limit=5)
     with pytest.raises(FileExistsError, match="other settings"):
         build_dataset(trainer(), module, data, reference)
@@ -441,6 +450,107 @@ def test_real_dataset_serves_batches_when_built(tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert batch["targets"].shape == (16, dm.num_candidates)
     assert torch.isfinite(batch["targets"]).all()
+
+
+# ------------------------------------------------------------------------------------ scores file, rebuild, release
+def _copy_data(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_scores_file_rebuilds_the_identical_dataset(tiny_setup, reference, tmp_path):
+    scores = export_scores(reference, tmp_path / "scores.parquet")
+    table = pq.read_table(scores)
+    assert table.column_names == ["task", "item_id", "scores", "dense_score"]  # no text leaves with the scores
+    rebuilt = rebuild_dataset(scores, tiny_setup["candidates"], str(tiny_setup["data"]), tmp_path / "rebuilt")
+    original, meta = load_router_dataset(reference)
+    again, meta_again = load_router_dataset(rebuilt)
+    assert again.features == original.features
+    assert again.to_dict() == original.to_dict()  # float32 scores survive the round trip bit for bit
+    assert meta_again == meta  # same machine, same paths: nothing differs, build key and candidate hash included
+    # elsewhere only the two location fields follow the rebuild's arguments
+    moved = _copy_data(tiny_setup["data"], tmp_path / "moved")
+    cands = tmp_path / "c.yaml"
+    cands.write_bytes(tiny_setup["candidates"].read_bytes())
+    _, meta_moved = load_router_dataset(rebuild_dataset(scores, cands, str(moved), tmp_path / "rebuilt2"))
+    assert {k for k in meta if meta[k] != meta_moved[k]} == {"data_dir", "candidates_file"}
+
+
+def test_rebuild_refuses_what_does_not_match_with_one_line(tiny_setup, reference, tmp_path):
+    scores = export_scores(reference, tmp_path / "scores.parquet")
+    data = tiny_setup["data"]
+
+    def fails(candidates=tiny_setup["candidates"], data_dir=data) -> str:
+        with pytest.raises(RouterDataError) as info:
+            rebuild_dataset(scores, candidates, str(data_dir), tmp_path / "out")
+        assert "\n" not in str(info.value) and not (tmp_path / "out").exists()
+        return str(info.value)
+
+    other = tmp_path / "other.yaml"
+    other.write_text(tiny_setup["candidates"].read_text().replace("loss: hand", "loss: other"))
+    assert "candidate-hash mismatch" in fails(candidates=other) and str(other) in fails(candidates=other)
+
+    gone = _copy_data(data, tmp_path / "gone")
+    arc = gone / "arc_easy" / "ARC-Easy-Train.jsonl"
+    lines = arc.read_text().splitlines(keepends=True)
+    arc.write_text("".join(lines[:3] + lines[4:]))
+    message = fails(data_dir=gone)
+    assert "item_id 'q3'" in message and "arc_easy" in message and str(arc) in message
+
+    changed = _copy_data(data, tmp_path / "changed")
+    boolq = changed / "boolq" / "dev.jsonl"
+    records = [json.loads(line) for line in boolq.read_text().splitlines()]
+    records[0]["question"] += " really"
+    boolq.write_text("".join(json.dumps(r) + "\n" for r in records))
+    message = fails(data_dir=changed)
+    assert "boolq" in message and "changed task file" in message and str(boolq) in message
+
+    missing = _copy_data(data, tmp_path / "missing")
+    (missing / "boolq" / "dev.jsonl").unlink()
+    message = fails(data_dir=missing)
+    assert "boolq" in message and "dev.jsonl" in message
+
+    with pytest.raises(RouterDataError, match="not a pudding scores file"):
+        bad = tmp_path / "plain.parquet"
+        pq.write_table(pq.read_table(scores).replace_schema_metadata({}), bad)
+        rebuild_dataset(bad, tiny_setup["candidates"], str(data), tmp_path / "out")
+
+
+def test_dataset_command_rebuilds_from_scores_and_prints_headroom(tiny_setup, reference, tmp_path, capsys):
+    from pudding.commands.dataset import main
+
+    folder = tmp_path / "rel"
+    folder.mkdir()
+    export_scores(reference, folder / "scores.parquet")
+    (folder / "candidates.yaml").write_bytes(tiny_setup["candidates"].read_bytes())
+    main(
+        [
+            "--scores",
+            str(folder / "scores.parquet"),
+            "--data_dir",
+            str(tiny_setup["data"]),
+            "--output",
+            str(tmp_path / "ds"),
+        ]
+    )  # candidates: the candidates.yaml beside the scores file
+    out = capsys.readouterr().out
+    assert "oracle" in out and "| all |" in out
+    assert columns(tmp_path / "ds") == columns(reference)
+
+
+def test_release_folder_is_checked_against_its_manifest(tiny_setup, reference, tmp_path):
+    steps = [{"command": "pudding dataset ...", "seconds": 12.5, "machine": "test"}]
+    manifest = write_release(reference, tmp_path / "rel", produced_by=steps)
+    assert check_release(tmp_path / "rel") == manifest
+    assert manifest["produced_by"] == steps and manifest["scores"]["rows"] == len(columns(reference)["task"])
+    assert manifest["candidates"]["sha256"] == file_hash(tiny_setup["candidates"])
+    assert manifest["headroom"][-1]["task"] == "all"
+    with pytest.raises(FileExistsError):
+        write_release(reference, tmp_path / "rel")
+    scores = tmp_path / "rel" / "router_scores.parquet"
+    scores.write_bytes(scores.read_bytes() + b"x")
+    with pytest.raises(ReleaseError, match="sha256 differs"):
+        check_release(tmp_path / "rel")
 
 
 @pytest.fixture(autouse=True)

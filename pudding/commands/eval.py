@@ -57,7 +57,8 @@ def evaluate(
         candidates: A candidate file from ``pudding candidates``: evaluate the dense model and every candidate as a
             static omission set, and print a task × candidate table (``omit`` must then be empty).
         output: Write the results as JSON here (atomically).
-        dtype: Model dtype: auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.
+        dtype: Model dtype: auto (the fast one here: bfloat16 on CUDA and on CPUs with AMX, else float32; the
+            choice and its reason are printed and recorded), float32, bfloat16 or float16.
         device: auto, cpu, cuda or cuda:N.
         batch_tokens: Upper bound on rows × padded length per forward pass (memory knob; results do not change).
         router_fraction: For tasks with no train split at hand: share of the validation split reserved for router
@@ -108,7 +109,7 @@ def evaluate(
         "limit": limit,
         "omit": omit_list,
         "candidates": candidates,
-        "dtype": dtype,
+        **lm.dtype_choice.record(),
         "device": str(lm.device),
         "num_blocks": scorer.num_blocks,
         "average_metric": average_metric,

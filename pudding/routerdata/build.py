@@ -42,8 +42,9 @@ from pudding.routerdata.store import (
     read_meta,
     save_dataset,
 )
-from pudding.routerdata.units import ScoringDataModule
+from pudding.routerdata.units import ScoringDataModule, items_digest
 from pudding.routerdata.writer import SHARD_FORMAT, ShardWriter, shard_path
+from pudding.tasks.partition import router_split
 
 
 @rank_zero_only
@@ -120,6 +121,8 @@ def make_meta(module: ScoringModule, data: ScoringDataModule, key: str, identity
         "target": TARGET,
         "base_model": module.base_name,
         "dtype": scoring["dtype"],
+        "dtype_requested": module.dtype_name,
+        "dtype_reason": module.dtype_choice(scoring["device_type"]).reason,
         "device_type": scoring["device_type"],
         "candidates_file": str(module.candidates_path),
         "candidates_sha256": module.candidates_sha256,
@@ -132,6 +135,8 @@ def make_meta(module: ScoringModule, data: ScoringDataModule, key: str, identity
         "reuse_prefix": module.reuse_prefix,
         "num_rows": num_rows,
         "rows_per_task": counts,
+        "items_sha256": {task: items_digest({task: items}) for task, items in data.items.items()},
+        "router_splits": {task: router_split(task, data.options) for task in data.items},
         **data.describe(),
     }
 

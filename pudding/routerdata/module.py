@@ -19,7 +19,8 @@ import torch
 from lightning.pytorch import LightningModule
 
 from pudding.candidates import CandidateSet, file_hash, load_candidates
-from pudding.models.loading import load_base, resolve_dtype
+from pudding.models.dtype import DtypeChoice, choose_dtype
+from pudding.models.loading import load_base
 from pudding.models.omission import kept_blocks
 from pudding.scoring import Scorer
 
@@ -114,7 +115,8 @@ class ScoringModule(LightningModule):
     Args:
         candidates: Candidate file from ``pudding candidates`` (its sha256 is part of the build key).
         base: Base model (``default``, hub id, local folder or ``.gguf``); None uses the candidate file's base_model.
-        dtype: auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.
+        dtype: auto (the fast dtype of the device: bfloat16 on CUDA and on CPUs with AMX, else float32), float32,
+            bfloat16 or float16.
         batch_tokens: Upper bound on rows × padded length per forward pass.
         reuse_prefix: Start each run from recorded hidden states where it parts from an earlier one (exact).
         cache_dir: Where de-quantised GGUF weights are cached.
@@ -147,8 +149,12 @@ class ScoringModule(LightningModule):
     def omission_sets(self) -> list[tuple[int, ...]]:
         return self.cset.omission_sets
 
+    def dtype_choice(self, device_type: str) -> DtypeChoice:
+        """The dtype the model runs in on ``device_type`` and why (``auto`` resolves per machine)."""
+        return choose_dtype(self.dtype_name, torch.device(device_type))
+
     def torch_dtype(self, device_type: str) -> torch.dtype:
-        return resolve_dtype(self.dtype_name, torch.device(device_type))
+        return self.dtype_choice(device_type).dtype
 
     def identity(self, device_type: str) -> dict:
         """What the scored numbers depend on from the model side."""

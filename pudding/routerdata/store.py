@@ -1,8 +1,10 @@
 """The router dataset on disk: a ``datasets`` Arrow dataset plus a ``pudding_meta.json`` sidecar in its folder.
 
 Columns: ``task``, ``item_id``, ``router_text`` (the prompt without the answer: what the router reads), ``scores``
-(K float64: per candidate, the gold continuation's per-token mean log-likelihood with that omission set) and
-``dense_score`` (the same for the unpruned model). Rows are in task order, then the task's source order.
+(K float32: per candidate, the gold continuation's per-token mean log-likelihood with that omission set) and
+``dense_score`` (the same for the unpruned model). Rows are in task order, then the task's source order. Scores are
+stored as float32 (a resolution of ~5e-7 nats, far below any dtype effect), which halves the released scores file
+and lets a dataset rebuilt from it equal the original bit for bit.
 
 The metadata lives in a sidecar file rather than in ``info.description`` so a person can read it with any tool; it
 names the base model, the candidate file and its sha256, the omission sets in column order of ``scores``, and where
@@ -32,7 +34,8 @@ from datasets import (
 from pudding.io import atomic_write_json
 
 META_FILE = "pudding_meta.json"
-DATASET_FORMAT = 1
+DATASET_FORMAT = 2
+"""2: float32 scores and per-task ``items_sha256`` in the metadata (1: float64, no digests)."""
 TARGET = "per-token mean log-likelihood of the gold continuation (lm-eval tokenisation), per candidate"
 
 
@@ -46,8 +49,8 @@ def features(num_candidates: int) -> Features:
             "task": Value("string"),
             "item_id": Value("string"),
             "router_text": Value("string"),
-            "scores": List(Value("float64"), length=num_candidates),
-            "dense_score": Value("float64"),
+            "scores": List(Value("float32"), length=num_candidates),
+            "dense_score": Value("float32"),
         }
     )
 

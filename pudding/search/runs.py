@@ -151,12 +151,15 @@ def plan_runs(
     return runs, notes
 
 
-def run_key(opts: SearchOptions, spec: RunSpec, num_blocks: int) -> str:
-    """Hash of everything that determines a run's result; a run file is reused only when it matches."""
+def run_key(opts: SearchOptions, spec: RunSpec, num_blocks: int, dtype: str) -> str:
+    """Hash of everything that determines a run's result; a run file is reused only when it matches.
+
+    ``dtype`` is the dtype the model actually runs in (``auto`` and the dtype it resolves to share run files).
+    """
     payload = {
         "version": SEARCH_VERSION,
         "base": opts.base,
-        "dtype": opts.dtype,
+        "dtype": dtype,
         "num_blocks": num_blocks,
         "task": spec.task,
         "loss": spec.loss,
@@ -228,6 +231,7 @@ def run_search(
         base = load_base(opts.base, dtype=opts.dtype, device=opts.device, cache_dir=opts.cache_dir)
     scorer = Scorer(base.model, base.tokenizer, batch_tokens=opts.batch_tokens)
     num_blocks = scorer.num_blocks
+    dtype = dtype_record(base)
     check_barriers(num_blocks, opts.num_omit, opts.keep_first, opts.keep_last)
     runs, notes = plan_runs(opts, items)
     for note in notes.values():
@@ -236,7 +240,7 @@ def run_search(
     evaluators: dict[str, FastEvaluator | NaiveEvaluator] = {}
     records: list[RunRecord] = []
     for index, spec in enumerate(runs):
-        key = run_key(opts, spec, num_blocks)
+        key = run_key(opts, spec, num_blocks, dtype["dtype"])
         path = run_path(opts, spec, key)
         record = load_run(path, key)
         tag = f"[{index + 1}/{len(runs)} {spec.name}]"
@@ -293,7 +297,7 @@ def run_search(
         partial_path.unlink(missing_ok=True)
         log(f"{tag} done: omit {record.omit} (dense loss {result.dense_loss:.5f}); saved {path}")
         records.append(record)
-    cset = build_candidate_set(opts, records, num_blocks, notes)
+    cset = build_candidate_set(opts, records, num_blocks, notes, dtype)
     try:
         cset.save(opts.output)
     except CandidateFileError as exc:
@@ -310,16 +314,31 @@ def _counters(evaluator: FastEvaluator | NaiveEvaluator) -> dict[str, int]:
     return {name: getattr(evaluator, name, 0) for name in names}
 
 
+def dtype_record(base: BaseModel) -> dict[str, str]:
+    """The dtype the search ran in, as recorded in the candidate file (with how it was chosen, where known)."""
+    if base.dtype_choice is not None:
+        return base.dtype_choice.record()
+    name = str(next(base.model.parameters()).dtype).removeprefix("torch.")
+    return {"dtype": name, "dtype_requested": name, "dtype_reason": "the dtype of the model passed in"}
+
+
 def build_candidate_set(
-    opts: SearchOptions, records: Sequence[RunRecord], num_blocks: int, notes: Mapping[str, str]
+    opts: SearchOptions,
+    records: Sequence[RunRecord],
+    num_blocks: int,
+    notes: Mapping[str, str],
+    dtype: Mapping[str, str] | None = None,
 ) -> CandidateSet:
-    """Merge runs that found the same set of blocks; record how the search was configured (no timings)."""
+    """Merge runs that found the same set of blocks; record how the search was configured (no timings).
+
+    ``dtype`` is :func:`dtype_record` of the model searched with (default: the ``dtype`` option as given).
+    """
     candidates = [
         Candidate(omit=tuple(r.omit), task=r.task, loss=r.loss, step_losses=tuple(r.step_losses)) for r in records
     ]
     search = {
         "method": "greedy (SLEB-style): remove the block whose removal gives the lowest loss, num_omit times",
-        "dtype": opts.dtype,
+        **(dict(dtype) if dtype is not None else {"dtype": opts.dtype}),
         "tasks": list(opts.tasks),
         "losses": list(opts.losses),
         "num_samples": opts.num_samples,
