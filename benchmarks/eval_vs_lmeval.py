@@ -111,7 +111,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run_task(task: str, args: argparse.Namespace, lm: Any, hflm: Any, scorer: Any, work: Path) -> dict[str, Any]:
     """Evaluate ``task`` with both sides ``--repeats`` times; check they saw the same requests; summarise."""
     from pudding import lmeval_bridge
-    from pudding.evaluation import evaluate_items
+    from pudding.outcomes import evaluate_items
     from pudding.tasks import DataOptions, eval_items, get_task
 
     items, note = eval_items(task, DataOptions(data_dir=args.data_dir))

@@ -2,8 +2,8 @@
 
 ``acc`` is right when the gold choice has the highest summed log-likelihood; ``acc_norm`` divides each choice's
 log-likelihood by its length in characters first (lm-eval's definition). Ties go to the lowest index, as with
-``numpy.argmax``. Items are tokenised and packed once per task, then run once per omission set, so evaluating
-many candidates costs one pass each and no re-tokenisation.
+``numpy.argmax``. Evaluating items under many omission sets at once (sharing work, cached on disk) is
+:mod:`pudding.outcomes`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pudding.models.omission import kept_blocks
 from pudding.scoring import Prepared, Score, Scorer
 from pudding.tasks import Item
 
@@ -68,25 +67,6 @@ def summarize(results: Sequence[ItemResult], metrics: Sequence[str]) -> dict[str
         summary["acc_norm"] = sum(r.pred_norm == r.gold for r in results) / n
     summary["n"] = n
     return summary
-
-
-def evaluate_sets(
-    scorer: Scorer, items: Sequence[Item], omission_sets: Sequence[Sequence[int]], metrics: Sequence[str] = METRICS
-) -> list[dict[str, float | int]]:
-    """Accuracy of ``items`` under each omission set (``()`` is the dense model), one summary per set."""
-    prepared = prepare_items(scorer, items)
-    summaries = []
-    for omit in omission_sets:
-        scores, _ = scorer.run(prepared, kept_blocks(omit, scorer.num_blocks))
-        summaries.append(summarize(judge(items, split_scores(items, scores)), metrics))
-    return summaries
-
-
-def evaluate_items(
-    scorer: Scorer, items: Sequence[Item], omit: Sequence[int] = (), metrics: Sequence[str] = METRICS
-) -> dict[str, float | int]:
-    """Accuracy of ``items`` with the blocks in ``omit`` skipped."""
-    return evaluate_sets(scorer, items, [tuple(omit)], metrics)[0]
 
 
 def average(results: dict[str, dict[str, float | int]], metric: str = "acc") -> float:

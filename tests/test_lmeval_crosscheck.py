@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pudding import lmeval_bridge
-from pudding.evaluation import evaluate_items
+from pudding.outcomes import evaluate_items
 from pudding.tasks import load_split
 
 pytestmark = pytest.mark.slow
@@ -24,10 +24,11 @@ pytestmark = pytest.mark.slow
 N_ITEMS = 100
 HFLM_BATCH_SIZE = 16
 LOGLIKELIHOOD_ATOL = 1e-4
-# HFLM sums float32 token log-probs; for a ~100-token continuation near -300 nats float32 rounding alone reaches
-# ~1e-3 absolute, so long continuations are held to float32's relative precision instead (still ~1000x below any
-# real difference such as a wrong token or position).
-LOGLIKELIHOOD_RTOL = 1e-5
+# pudding and HFLM batch the same tokens into differently shaped float32 matmuls, so each token's log-probability
+# differs by rounding: up to ~2e-5 nats per token on an AVX2 CPU (AMD EPYC; 111 tokens: 1.8e-3), less with AVX512.
+# The allowance grows with the continuation's length and stays ~100,000x below a real difference (a wrong token or
+# position costs nats).
+LOGLIKELIHOOD_PER_TOKEN = 4e-5
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +63,11 @@ def test_acc_equals_lmeval_hflm(crosscheck: dict[str, Any]) -> None:
 
 
 def test_request_loglikelihoods_match_hflm(crosscheck: dict[str, Any]) -> None:
-    """Every choice's summed log-likelihood agrees with HFLM's to 1e-4, or 1e-5 relative for long continuations."""
+    """Every choice's summed log-likelihood agrees with HFLM's to float32 rounding: 1e-4 + 4e-5 per token."""
     theirs: Sequence[Sequence[float]] = lmeval_bridge.request_loglikelihoods(crosscheck["theirs"], "piqa")
     flat_theirs = [ll for doc in theirs for ll in doc]
     flat_ours = [s.logprob for s in crosscheck["our_scores"]]
     assert len(flat_ours) == len(flat_theirs) == 2 * N_ITEMS
     for i, (mine, hflm) in enumerate(zip(flat_ours, flat_theirs, strict=True)):
-        assert mine == pytest.approx(hflm, abs=LOGLIKELIHOOD_ATOL, rel=LOGLIKELIHOOD_RTOL), (
-            f"request {i} (item {i // 2}, choice {i % 2}) differs"
-        )
+        allowed = LOGLIKELIHOOD_ATOL + LOGLIKELIHOOD_PER_TOKEN * crosscheck["our_scores"][i].num_tokens
+        assert mine == pytest.approx(hflm, abs=allowed, rel=0), f"request {i} (item {i // 2}, choice {i % 2}) differs"

@@ -21,6 +21,7 @@ from lightning.pytorch import Trainer
 from pudding.candidates import Candidate, CandidateSet, file_hash
 from pudding.models.loading import load_base
 from pudding.models.omission import kept_blocks
+from pudding.prefix import plan_runs
 from pudding.release import ReleaseError, check_release, write_release
 from pudding.routerdata import (
     META_FILE,
@@ -37,7 +38,6 @@ from pudding.routerdata import (
     transform_targets,
 )
 from pudding.routerdata.datamodule import split_items
-from pudding.routerdata.module import plan_runs
 from pudding.routerdata.scores import export_scores, rebuild_dataset
 from pudding.routerdata.store import make_dataset
 from pudding.scoring import Scorer

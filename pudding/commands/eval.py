@@ -16,11 +16,12 @@ from pathlib import Path
 from jsonargparse import CLI
 
 from pudding.candidates import load_candidates
-from pudding.evaluation import average, evaluate_sets
+from pudding.evaluation import average
 from pudding.io import atomic_write_json
 from pudding.models.loading import load_base
 from pudding.models.omission import validate_omission
 from pudding.options import as_int_list
+from pudding.outcomes import evaluate_sets
 from pudding.scoring import Scorer
 from pudding.tasks import DEFAULT_TASKS, DataOptions, eval_items, get_task, parse_task_list
 

@@ -12,7 +12,6 @@ approximation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from pudding.candidates import CandidateSet, file_hash, load_candidates
 from pudding.models.dtype import DtypeChoice, choose_dtype
 from pudding.models.loading import load_base
 from pudding.models.omission import kept_blocks
+from pudding.prefix import run_paths
 from pudding.scoring import Scorer
 
 
@@ -34,76 +34,16 @@ def score_candidates(
     """Per-token mean log-likelihood of every request, dense and under each omission set.
 
     Returns ``(dense, scores)`` with ``dense[i]`` for request ``i`` and ``scores[i][k]`` for omission set ``k``.
-    The requests are prepared once; with ``reuse_prefix`` each run starts from recorded hidden states where its
-    sequence of kept blocks stops agreeing with an earlier run's (see :func:`plan_runs`).
+    The requests are prepared once; with ``reuse_prefix`` runs share their common block prefixes
+    (:mod:`pudding.prefix`).
     """
     n = scorer.num_blocks
     dense_path = tuple(range(n))
     paths = [tuple(kept_blocks(omit, n)) for omit in omission_sets]
     prepared = scorer.prepare(requests)
-    states: dict[tuple[int, ...], list[torch.Tensor]] = {}
-    results: dict[tuple[int, ...], list[float]] = {}
-    for run in plan_runs([dense_path, *paths], reuse_prefix):
-        path, start = run.path, run.start
-        hidden = states[path[:start]] if start else None
-        scores, captured = scorer.run(
-            prepared, blocks=path[start:], start_hidden=hidden, capture=[path[pos] for pos in run.capture]
-        )
-        for pos in run.capture:
-            states[path[:pos]] = captured[path[pos]]
-        for prefix in run.release:
-            del states[prefix]
-        results[path] = [s.mean_logprob for s in scores]
-    rows = [[results[path][i] for path in paths] for i in range(len(prepared.requests))]
-    return results[dense_path], rows
-
-
-@dataclass(frozen=True)
-class Run:
-    """One scoring run: ``path[start:]`` from the hidden states after ``path[:start]``; record the inputs of the
-    blocks at positions ``capture``; afterwards forget the states of the prefixes in ``release``."""
-
-    path: tuple[int, ...]
-    start: int
-    capture: tuple[int, ...]
-    release: tuple[tuple[int, ...], ...]
-
-
-def plan_runs(paths: Sequence[tuple[int, ...]], reuse_prefix: bool = True) -> list[Run]:
-    """Order the distinct kept-block sequences so each run reuses the longest prefix already computed.
-
-    Sorted lexicographically, a sequence shares its longest prefix with any earlier one with its predecessor. The
-    hidden states after that prefix come from the latest earlier run that passes through (or starts at) it: that run
-    records them. Every run keeps at least its last block, so a path that is a prefix of another still runs one.
-    Exact: the states after a prefix are the same computation whichever run makes them.
-    """
-    order = sorted(set(paths))
-    starts: list[int] = []
-    capture: list[set[int]] = [set() for _ in order]
-    needed_by: dict[tuple[int, ...], int] = {}  # prefix -> index of the last run that starts from it
-    for i, path in enumerate(order):
-        start = 0
-        if reuse_prefix and i > 0:
-            prev = order[i - 1]
-            common = 0
-            while common < min(len(path), len(prev)) and path[common] == prev[common]:
-                common += 1
-            start = min(common, len(path) - 1, len(prev) - 1)  # states are recorded as some block's input
-        if start > 0:
-            j = i - 1
-            while starts[j] > start:  # runs in between all share more than ``start`` blocks with ``path``
-                j -= 1
-            if starts[j] < start:
-                capture[j].add(start)
-            needed_by[path[:start]] = i
-        starts.append(start)
-    releases: list[list[tuple[int, ...]]] = [[] for _ in order]
-    for prefix, last in needed_by.items():
-        releases[last].append(prefix)
-    return [
-        Run(path=path, start=starts[i], capture=tuple(sorted(capture[i])), release=tuple(releases[i]))
-        for i, path in enumerate(order)
-    ]
+    results = run_paths(scorer, prepared, [dense_path, *paths], reuse_prefix)
+    rows = [[results[path][i].mean_logprob for path in paths] for i in range(len(prepared.requests))]
+    return [s.mean_logprob for s in results[dense_path]], rows
 
 
 class ScoringModule(LightningModule):

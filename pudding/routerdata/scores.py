@@ -133,9 +133,7 @@ def rebuild_dataset(
         wanted = [i for t, i in zip(task_col, id_col, strict=True) if t == task]
         lost = next((i for i in wanted if i not in texts[task]), None)
         if lost is not None:
-            raise RouterDataError(
-                f"{scores_file}: item_id {lost!r} of task {task} no longer exists in {files}"
-            )
+            raise RouterDataError(f"{scores_file}: item_id {lost!r} of task {task} no longer exists in {files}")
         if items_digest({task: items}) != meta["items_sha256"].get(task):
             raise RouterDataError(
                 f"{task}: the router items in {files} differ from those {scores_file} was scored "
