@@ -13,6 +13,7 @@ COMMANDS = {
     "eval": ("pudding.commands.eval", "zero-shot accuracy of a base model, dense or with blocks omitted"),
     "candidates": ("pudding.commands.candidates", "greedy search for candidate omission sets (PuDDing stage 1)"),
     "dataset": ("pudding.commands.dataset", "per-prompt score vectors over the candidates (router data)"),
+    "bench": ("pudding.commands.bench", "pre-fill and generation speed, dense vs routed by a router bundle"),
     "release": ("pudding.commands.release", "package candidates and router scores as a release folder"),
 }
 

@@ -1,0 +1,228 @@
+"""Honest timing of dense vs pruned inference: pre-fill latency, generation speed and peak memory.
+
+What is timed is what a user waits for. Pre-fill runs the prompt through the model and computes the logits of the
+last position only, as ``generate`` does before the first new token; generation produces a fixed number of new tokens
+greedily with the KV cache. A routed figure includes the router's own time (its tokenizer and encoder on the prompt),
+reported separately as well. Each figure is the median over ``repeats`` runs after ``warmup`` runs, with the spread
+(interquartile range, min, max); on CUDA every timed region ends with a synchronisation.
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` around each measured configuration; on a CPU the process's
+peak resident set (``ru_maxrss``), which only grows, so it is reported once for the whole run.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pudding.models.omission import omit_blocks
+
+
+@dataclass
+class Timing:
+    """Seconds of repeated runs of one measured thing, summarised."""
+
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def summary(self) -> dict[str, float]:
+        ordered = sorted(self.seconds)
+        if len(ordered) >= 4:
+            q1, _, q3 = statistics.quantiles(ordered, n=4)
+        else:
+            q1, q3 = ordered[0], ordered[-1]
+        return {
+            "median_ms": 1000 * self.median,
+            "iqr_ms": 1000 * (q3 - q1),
+            "min_ms": 1000 * ordered[0],
+            "max_ms": 1000 * ordered[-1],
+            "runs": len(ordered),
+        }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> Timing:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed (synchronised on CUDA)."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be ≥ 1 and warmup ≥ 0, got repeats={repeats}, warmup={warmup}")
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    timing = Timing()
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        timing.seconds.append(time.perf_counter() - start)
+    return timing
+
+
+@torch.inference_mode()
+def prefill(model: torch.nn.Module, input_ids: torch.Tensor, omit: Sequence[int] = ()) -> torch.Tensor:
+    """Logits of the last position of ``input_ids`` [1, L], with ``omit`` skipped (what generation's pre-fill does)."""
+    with omit_blocks(model, omit):
+        return model(input_ids=input_ids, use_cache=False, logits_to_keep=1).logits
+
+
+@torch.inference_mode()
+def generate(
+    model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int, omit: Sequence[int] = ()
+) -> torch.Tensor:
+    """Exactly ``new_tokens`` greedy tokens after ``input_ids``, with ``omit`` skipped for the whole generation."""
+    with omit_blocks(model, omit):
+        return model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=model.config.eos_token_id if model.config.pad_token_id is None else model.config.pad_token_id,
+        )
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA allocator peak on CUDA, the process's peak resident set on a CPU (Linux: KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def machine() -> dict[str, object]:
+    """What the figures were measured on: CPU model and its bf16 features, threads, GPU name where used."""
+    info: dict[str, object] = {"platform": platform.platform(), "torch_threads": torch.get_num_threads()}
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        text = cpuinfo.read_text(errors="replace")
+        model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+        info["cpu"] = model
+        info["amx_bf16"] = "amx_bf16" in text
+        info["avx512_bf16"] = "avx512_bf16" in text
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+FILLER = (
+    "The committee met on a cold morning to review the plans for the new library. Several members asked how the "
+    "budget would cover the roof, the heating and the long list of books that readers had requested over the "
+    "years. After a short break they agreed to ask the town for a second estimate and to meet again next month. "
+)
+"""Prompt text for timing (not benchmark text): repeated until a prompt has the wanted number of tokens."""
+
+
+def make_prompt(tokenizer, num_tokens: int) -> tuple[torch.Tensor, str]:
+    """Token ids [1, num_tokens] of a plain English prompt, and its text (what the router reads)."""
+    if num_tokens < 1:
+        raise ValueError(f"prompt length must be positive, got {num_tokens}")
+    repeats, ids = 1, tokenizer.encode(FILLER)
+    while len(ids) < num_tokens:
+        repeats *= 2
+        ids = tokenizer.encode(FILLER * repeats)
+    ids = ids[:num_tokens]
+    return torch.tensor([ids], dtype=torch.long), tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def bench_length(
+    model: torch.nn.Module,
+    tokenizer,
+    router,
+    omission_sets: Sequence[Sequence[int]],
+    num_tokens: int,
+    new_tokens: int,
+    repeats: int,
+    warmup: int,
+) -> dict:
+    """Dense vs routed at one prompt length: pre-fill, router, routed pre-fill with the router included, generation.
+
+    ``router`` has ``route_texts(texts) -> list[int]`` (a trained bundle's router); the routed figures use the
+    candidate it picks for this prompt.
+    """
+    device = next(model.parameters()).device
+    input_ids, text = make_prompt(tokenizer, num_tokens)
+    input_ids = input_ids.to(device)
+    (choice,) = router.route_texts([text])
+    omit = list(omission_sets[choice])
+
+    def routed_prefill() -> None:
+        (pick,) = router.route_texts([text])
+        prefill(model, input_ids, omission_sets[pick])
+
+    dense = time_call(lambda: prefill(model, input_ids), device, repeats, warmup)
+    pruned = time_call(lambda: prefill(model, input_ids, omit), device, repeats, warmup)
+    routing = time_call(lambda: router.route_texts([text]), device, repeats, warmup)
+    routed = time_call(routed_prefill, device, repeats, warmup)
+    row = {
+        "tokens": num_tokens,
+        "choice": int(choice),
+        "omit": omit,
+        "dense_prefill": dense.summary(),
+        "pruned_prefill": pruned.summary(),
+        "router": routing.summary(),
+        "routed_prefill": routed.summary(),
+        "ratio_routed_vs_dense": routed.median / dense.median,
+        "ratio_pruned_vs_dense": pruned.median / dense.median,
+    }
+    if new_tokens > 0:
+        gen_repeats = max(1, repeats // 3)
+        dense_gen = time_call(lambda: generate(model, input_ids, new_tokens), device, gen_repeats, 1)
+        routed_gen = time_call(
+            lambda: (router.route_texts([text]), generate(model, input_ids, new_tokens, omit)), device, gen_repeats, 1
+        )
+        row["dense_generate_tokens_per_s"] = new_tokens / dense_gen.median
+        row["routed_generate_tokens_per_s"] = new_tokens / routed_gen.median
+        row["ratio_generate_speed"] = dense_gen.median / routed_gen.median
+    return row
+
+
+def plot_bench(report: dict, path: str | Path) -> Path:
+    """Bar chart per prompt length: dense pre-fill vs routed (pruned LLM part and router part stacked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["lengths"]
+    labels = [str(r["tokens"]) for r in rows]
+    x = range(len(rows))
+    dense = [r["dense_prefill"]["median_ms"] for r in rows]
+    router = [r["router"]["median_ms"] for r in rows]
+    llm = [r["routed_prefill"]["median_ms"] - r["router"]["median_ms"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar([i - 0.2 for i in x], dense, width=0.4, label="dense")
+    ax.bar([i + 0.2 for i in x], llm, width=0.4, label="routed: pruned LLM")
+    ax.bar([i + 0.2 for i in x], router, width=0.4, bottom=llm, label="routed: router")
+    for i, r in enumerate(rows):
+        ax.text(
+            i + 0.2, r["routed_prefill"]["median_ms"], f"{r['ratio_routed_vs_dense']:.2f}x", ha="center", va="bottom"
+        )
+    ax.set_xticks(list(x), labels)
+    ax.set_xlabel("prompt tokens (batch 1)")
+    ax.set_ylabel("pre-fill latency, median ms")
+    ax.set_title(f"{report['base_model']} on {report['machine'].get('cpu') or report['device']}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

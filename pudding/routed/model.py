@@ -1,0 +1,130 @@
+"""``PuddingModel``: a base LLM plus a trained router bundle, used as one model that skips blocks per prompt.
+
+Every prompt is routed once (the router reads the prompt only, never an answer), then the LLM runs with the chosen
+candidate's blocks skipped. A batch is split by chosen candidate and each group runs as one batch through the
+project's one scoring engine (:class:`pudding.scoring.Scorer`) or through ``generate``; results come back in input
+order. Several requests that share a prompt (the choices of one question) share one routing decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from pudding.candidates import CandidateSet, load_candidates
+from pudding.models.adapters import get_layers
+from pudding.models.loading import DEFAULT_CACHE_DIR, BaseModel, load_base
+from pudding.models.omission import omit_blocks, validate_omission
+from pudding.scoring import Score, Scorer
+
+
+def group_by_choice(choices: Sequence[int]) -> dict[int, list[int]]:
+    """Positions of the inputs per chosen candidate, in first-seen order of the candidates."""
+    groups: dict[int, list[int]] = {}
+    for position, choice in enumerate(choices):
+        groups.setdefault(int(choice), []).append(position)
+    return groups
+
+
+class PuddingModel:
+    """Routed dynamic depth pruning: the router picks an omission set per prompt, the LLM runs without those blocks.
+
+    Build it with :meth:`from_pretrained`. ``router`` is what :func:`pudding.router.bundle.load_bundle` returns
+    (anything with ``route_texts(texts) -> list[int]``); ``candidates`` is the bundle's candidate file.
+    """
+
+    def __init__(
+        self, router, candidates: CandidateSet, lm: BaseModel, batch_tokens: int = 1024, bundle: dict | None = None
+    ) -> None:
+        self.router = router
+        self.candidates = candidates
+        self.lm = lm
+        self.scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=batch_tokens)
+        num_blocks = self.scorer.num_blocks
+        if num_blocks != candidates.num_blocks:
+            raise ValueError(
+                f"router bundle: candidates are for {candidates.base_model!r} with {candidates.num_blocks} blocks, "
+                f"base model {lm.name!r} has {num_blocks}"
+            )
+        self.omission_sets = [validate_omission(s, num_blocks) for s in candidates.omission_sets]
+        self.bundle = bundle or {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        bundle_dir: str | Path,
+        base: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        cache_dir: str | Path = DEFAULT_CACHE_DIR,
+        batch_tokens: int = 1024,
+    ) -> PuddingModel:
+        """Load a router bundle and its base model (the bundle's own unless ``base`` names another one)."""
+        from pudding.router.bundle import load_bundle
+
+        bundle_dir = Path(bundle_dir)
+        candidates = load_candidates(bundle_dir / "candidates.yaml")
+        lm = load_base(base or candidates.base_model, dtype=dtype, device=device, cache_dir=cache_dir)
+        router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)))
+        return cls(router, candidates, lm, batch_tokens=batch_tokens, bundle=config)
+
+    # ------------------------------------------------------------------------------------------------ routing
+    @property
+    def candidate_names(self) -> list[str]:
+        return [c.name for c in self.candidates.candidates]
+
+    def route(self, prompts: Sequence[str]) -> list[int]:
+        """The chosen candidate (index into the candidate file) per prompt; each distinct prompt is routed once."""
+        distinct = list(dict.fromkeys(prompts))
+        if not distinct:
+            return []
+        chosen = dict(zip(distinct, self.router.route_texts(distinct), strict=True))
+        return [int(chosen[p]) for p in prompts]
+
+    # ------------------------------------------------------------------------------------------------ scoring
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[Score]:
+        """Score ``(context, continuation)`` pairs, each with the omission set chosen for its context."""
+        requests = [(str(c), str(x)) for c, x in requests]
+        choices = self.route([c for c, _ in requests])
+        out: list[Score | None] = [None] * len(requests)
+        for choice, positions in group_by_choice(choices).items():
+            scores = self.scorer.score([requests[p] for p in positions], omit=self.omission_sets[choice])
+            for p, score in zip(positions, scores, strict=True):
+                out[p] = score
+        return out  # type: ignore[return-value]
+
+    # ---------------------------------------------------------------------------------------------- generation
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], **generate_kwargs) -> list[str]:
+        """Continue each prompt with the chosen blocks skipped for the whole generation (prefill and every step).
+
+        Prompts of one chosen candidate are generated together, left-padded; ``generate_kwargs`` go to
+        ``transformers``' ``generate`` (greedy with 32 new tokens unless given). Returns the new text only.
+        """
+        tokenizer = self.lm.tokenizer
+        model = self.lm.model
+        generate_kwargs.setdefault("max_new_tokens", 32)
+        generate_kwargs.setdefault("do_sample", False)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        generate_kwargs.setdefault("pad_token_id", pad_id)
+        choices = self.route(prompts)
+        out: list[str | None] = [None] * len(prompts)
+        saved_side, saved_pad = tokenizer.padding_side, tokenizer.pad_token
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        try:
+            for choice, positions in group_by_choice(choices).items():
+                batch = tokenizer([prompts[p] for p in positions], return_tensors="pt", padding=True)
+                batch = {k: v.to(self.lm.device) for k, v in batch.items()}
+                with omit_blocks(model, self.omission_sets[choice]):
+                    generated = model.generate(**batch, **generate_kwargs)
+                new = generated[:, batch["input_ids"].shape[1] :]
+                for p, ids in zip(positions, new, strict=True):
+                    out[p] = tokenizer.decode(ids, skip_special_tokens=True)
+        finally:
+            tokenizer.padding_side = saved_side
+            tokenizer.pad_token = saved_pad
+        return out  # type: ignore[return-value]

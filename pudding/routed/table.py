@@ -1,0 +1,193 @@
+"""The results table of routed pruning against every baseline, from per-item outcomes (no LLM pass of its own).
+
+Every row is a lookup in the outcomes of the omission sets on the evaluation items (:mod:`pudding.outcomes`): a
+static set reads its own column; random routing is the expected accuracy of a uniformly random candidate; the
+oracle counts an item when any candidate answers it (an upper bound no router can pass); PuDDing reads, per item,
+the column of the candidate its router chose. Accuracies are fractions in [0, 1] in the JSON and CSV, percent in
+the printed and markdown tables. The average is over tasks, of ``acc`` (as the paper's tables; ``acc_norm`` is
+shown per task where the task has it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pudding.evaluation import average
+from pudding.outcomes import Outcomes, set_key
+from pudding.tasks import get_task
+
+
+@dataclass
+class Row:
+    """One line of the table: per-task metrics (fractions), blocks kept (mean over items where it varies)."""
+
+    name: str
+    kind: str  # dense | static | best_static | sleb | random | oracle | routed
+    results: dict[str, dict[str, float]] = field(default_factory=dict)
+    blocks_kept: float = 0.0
+    omit: list[int] | None = None
+
+    @property
+    def average(self) -> float:
+        return average(self.results, "acc")
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "omit": self.omit,
+            "blocks_kept": self.blocks_kept,
+            "results": self.results,
+            "average": self.average,
+        }
+
+
+def _metrics(task: str) -> tuple[str, ...]:
+    return get_task(task).metrics
+
+
+def _per_item(out: Outcomes, keys: Sequence[str], metric: str) -> np.ndarray:
+    """[len(keys), N] booleans: is each set's choice right on each item."""
+    return np.stack([out.correct(k, metric) for k in keys])
+
+
+def static_row(name: str, kind: str, outcomes: dict[str, Outcomes], omit: Sequence[int], num_blocks: int) -> Row:
+    key = set_key(omit)
+    row = Row(name, kind, blocks_kept=float(num_blocks - len(omit)), omit=sorted(int(b) for b in omit))
+    for task, out in outcomes.items():
+        row.results[task] = {m: float(out.correct(key, m).mean()) for m in _metrics(task)} | {"n": len(out.item_ids)}
+    return row
+
+
+def build_rows(
+    outcomes: dict[str, Outcomes],
+    names: Sequence[str],
+    omission_sets: Sequence[Sequence[int]],
+    choices: dict[str, Sequence[int]],
+    best_static: int,
+    num_blocks: int,
+    sleb: Sequence[int] | None = None,
+) -> list[Row]:
+    """Rows in table order: dense, every candidate, best static, SLEB, random, oracle, PuDDing (the router)."""
+    keys = [set_key(s) for s in omission_sets]
+    kept = np.array([num_blocks - len(s) for s in omission_sets], dtype=float)
+    rows = [static_row("dense", "dense", outcomes, (), num_blocks)]
+    rows += [static_row(n, "static", outcomes, s, num_blocks) for n, s in zip(names, omission_sets, strict=True)]
+    rows.append(
+        static_row(
+            f"best static ({names[best_static]})", "best_static", outcomes, omission_sets[best_static], num_blocks
+        )
+    )
+    if sleb is not None:
+        rows.append(static_row("SLEB (perplexity, task-agnostic)", "sleb", outcomes, sleb, num_blocks))
+    random_row = Row("random routing (expected)", "random", blocks_kept=float(kept.mean()))
+    oracle_row = Row("oracle routing (upper bound)", "oracle", blocks_kept=float(kept.mean()))
+    routed_row = Row("PuDDing (router)", "routed")
+    kept_routed = []
+    for task, out in outcomes.items():
+        n = len(out.item_ids)
+        picks = np.asarray(choices[task], dtype=int)
+        if picks.shape != (n,):
+            raise ValueError(f"{task}: {picks.shape[0] if picks.ndim else 0} routing choices for {n} items")
+        random_row.results[task] = {"n": n}
+        oracle_row.results[task] = {"n": n}
+        routed_row.results[task] = {"n": n}
+        for m in _metrics(task):
+            table = _per_item(out, keys, m)
+            random_row.results[task][m] = float(table.mean())
+            oracle_row.results[task][m] = float(table.any(axis=0).mean())
+            routed_row.results[task][m] = float(table[picks, np.arange(n)].mean())
+        kept_routed.extend(kept[picks].tolist())
+    routed_row.blocks_kept = float(np.mean(kept_routed)) if kept_routed else 0.0
+    return [*rows, random_row, oracle_row, routed_row]
+
+
+def routing_histogram(choices: dict[str, Sequence[int]], num_candidates: int) -> dict[str, list[int]]:
+    """Per task, how many items the router sent to each candidate."""
+    return {
+        task: np.bincount(np.asarray(c, dtype=int), minlength=num_candidates).astype(int).tolist()
+        for task, c in choices.items()
+    }
+
+
+def _cells(row: Row, tasks: Sequence[str]) -> list[str]:
+    cells = []
+    for task in tasks:
+        res = row.results[task]
+        cell = f"{100 * res['acc']:.2f}"
+        if "acc_norm" in res:
+            cell += f" / {100 * res['acc_norm']:.2f}"
+        cells.append(cell)
+    return cells
+
+
+def markdown_table(rows: Sequence[Row], tasks: Sequence[str]) -> str:
+    """Markdown: rows × tasks (acc, or acc / acc_norm in %), the average of acc, blocks kept."""
+    head = ["", *(f"{t} acc{' / acc_norm' if 'acc_norm' in _metrics(t) else ''}" for t in tasks), "average", "kept"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row.name, *_cells(row, tasks), f"{100 * row.average:.2f}", f"{row.blocks_kept:.2f}"]
+        if row.kind == "routed":
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def text_table(rows: Sequence[Row], tasks: Sequence[str]) -> str:
+    """Fixed-width table for the terminal (acc in %)."""
+    width = max(len(r.name) for r in rows) + 2
+    lines = [f"{'':<{width}}" + "".join(f"{t[:13]:>14}" for t in tasks) + f"{'average':>10}{'kept':>7}"]
+    for row in rows:
+        accs = "".join(f"{100 * row.results[t]['acc']:>14.2f}" for t in tasks)
+        lines.append(f"{row.name:<{width}}{accs}{100 * row.average:>10.2f}{row.blocks_kept:>7.2f}")
+    return "\n".join(lines)
+
+
+def csv_table(rows: Sequence[Row], tasks: Sequence[str]) -> str:
+    """CSV, one line per row and metric columns per task (fractions)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    columns = [(t, m) for t in tasks for m in _metrics(t)]
+    writer.writerow(["row", "kind", *(f"{t}/{m}" for t, m in columns), "average_acc", "blocks_kept"])
+    for row in rows:
+        values = [f"{row.results[t][m]:.6f}" for t, m in columns]
+        writer.writerow([row.name, row.kind, *values, f"{row.average:.6f}", f"{row.blocks_kept:.4f}"])
+    return buffer.getvalue()
+
+
+def plot_results(rows: Sequence[Row], histogram: dict[str, list[int]], names: Sequence[str], path: str | Path) -> Path:
+    """PNG: average accuracy of each row (left) and which candidate the router picks for which task (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.35 * len(rows) + 2.5), width_ratios=(1, 1.2))
+    colours = {"routed": "tab:red", "oracle": "tab:gray", "random": "tab:gray", "dense": "tab:green"}
+    y = np.arange(len(rows))
+    left.barh(y, [100 * r.average for r in rows], color=[colours.get(r.kind, "tab:blue") for r in rows])
+    left.set_yticks(y, [r.name for r in rows], fontsize=8)
+    left.invert_yaxis()
+    left.set_xlabel("average zero-shot accuracy (acc, %)")
+    for i, r in enumerate(rows):
+        left.text(100 * r.average, i, f" {100 * r.average:.1f}", va="center", fontsize=7)
+    tasks = list(histogram)
+    counts = np.array([histogram[t] for t in tasks], dtype=float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    image = right.imshow(shares, aspect="auto", cmap="Blues", vmin=0, vmax=1)
+    right.set_yticks(range(len(tasks)), tasks, fontsize=8)
+    right.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    right.set_title("router's choices per task (share of items)", fontsize=9)
+    fig.colorbar(image, ax=right, fraction=0.04)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,55 @@
+"""Benchmark helpers: what is timed computes what generation computes, with the routed blocks skipped."""
+
+from __future__ import annotations
+
+import torch
+
+from pudding.bench import bench_length, generate, make_prompt, prefill
+from pudding.models.omission import omit_blocks
+
+
+class FixedRouter:
+    """Stands in for a trained router: always picks ``choice``."""
+
+    def __init__(self, choice: int) -> None:
+        self.choice = choice
+        self.calls = 0
+
+    def route_texts(self, texts):
+        self.calls += 1
+        return [self.choice] * len(texts)
+
+
+def test_prompt_has_exact_length(tokenizer):
+    for n in (1, 64, 300):
+        ids, text = make_prompt(tokenizer, n)
+        assert ids.shape == (1, n) and len(text) > 0
+
+
+def test_prefill_is_last_position_logits_of_the_pruned_model(tiny_llama, tokenizer):
+    ids, _ = make_prompt(tokenizer, 20)
+    with torch.inference_mode():
+        full = tiny_llama(input_ids=ids).logits[:, -1:]
+        with omit_blocks(tiny_llama, (2, 3)):
+            pruned = tiny_llama(input_ids=ids).logits[:, -1:]
+    assert torch.allclose(prefill(tiny_llama, ids), full, atol=1e-5)
+    assert torch.allclose(prefill(tiny_llama, ids, (2, 3)), pruned, atol=1e-5)
+    assert not torch.allclose(full, pruned, atol=1e-3)
+
+
+def test_generate_makes_exactly_the_new_tokens_and_skipping_changes_them(tiny_llama, tokenizer):
+    ids, _ = make_prompt(tokenizer, 12)
+    dense = generate(tiny_llama, ids, 8)
+    pruned = generate(tiny_llama, ids, 8, (1, 2, 3))
+    assert dense.shape == pruned.shape == (1, 20)
+    assert torch.equal(dense[:, :12], ids)
+    assert not torch.equal(dense, pruned)
+
+
+def test_bench_row_uses_the_routers_choice(tiny_llama, tokenizer):
+    router = FixedRouter(1)
+    row = bench_length(tiny_llama, tokenizer, router, [(1,), (2, 3)], 16, new_tokens=4, repeats=2, warmup=0)
+    assert row["choice"] == 1 and row["omit"] == [2, 3] and row["tokens"] == 16
+    assert row["dense_prefill"]["runs"] == 2 and row["routed_prefill"]["median_ms"] > 0
+    assert row["ratio_routed_vs_dense"] > 0 and row["routed_generate_tokens_per_s"] > 0
+    assert router.calls >= 5  # routed figures include the router every time
