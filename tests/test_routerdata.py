@@ -373,18 +373,18 @@ def test_split_is_by_item_and_never_leaks(tmp_path):
 
 def test_collate_pads_to_the_longest_prompt_of_the_batch(tmp_path):
     path = fake_dataset(tmp_path / "a", rows(12))
-    dm = RouterDataModule(datasets=str(path), batch_size=5, val_fraction=0.0, max_length=12)
+    dm = RouterDataModule(datasets=str(path), batch_size=4, val_fraction=0.0, max_length=12)
     dm.setup("fit")
     assert dm.num_candidates == 4 and dm.val_dataloader() == []
     batch = next(iter(dm.train_dataloader()))
     lengths = batch["attention_mask"].sum(1)
-    assert batch["input_ids"].shape == (5, int(lengths.max())) and int(lengths.max()) <= 12
+    assert batch["input_ids"].shape == (4, int(lengths.max())) and int(lengths.max()) <= 12
     pad = dm.tokenizer.pad_token_id
     for row, n in enumerate(lengths.tolist()):
         assert (batch["input_ids"][row, n:] == pad).all() and (batch["attention_mask"][row, :n] == 1).all()
         assert batch["input_ids"][row, 0] == dm.tokenizer.cls_token_id
-    assert batch["targets"].dtype == torch.float32 and batch["targets"].shape == (5, 4)
-    assert len(batch["task"]) == len(batch["item_id"]) == 5
+    assert batch["targets"].dtype == torch.float32 and batch["targets"].shape == (4, 4)
+    assert len(batch["task"]) == len(batch["item_id"]) == 4
 
     collate = RouterCollator(pad_token_id=7)
     examples = [

