@@ -50,6 +50,7 @@ class PuddingModel:
             )
         self.omission_sets = [validate_omission(s, num_blocks) for s in candidates.omission_sets]
         self.bundle = bundle or {}
+        self.bundle_dir: Path | None = None
 
     @classmethod
     def from_pretrained(
@@ -68,15 +69,29 @@ class PuddingModel:
         candidates = load_candidates(bundle_dir / "candidates.yaml")
         lm = load_base(base or candidates.base_model, dtype=dtype, device=device, cache_dir=cache_dir)
         router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)))
-        return cls(router, candidates, lm, batch_tokens=batch_tokens, bundle=config)
+        model = cls(router, candidates, lm, batch_tokens=batch_tokens, bundle=config)
+        model.bundle_dir = bundle_dir
+        return model
 
     # ------------------------------------------------------------------------------------------------ routing
     @property
     def candidate_names(self) -> list[str]:
         return [c.name for c in self.candidates.candidates]
 
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        """Refuse prompts that are empty or longer than the base model's context, naming the first such prompt."""
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError(f"prompt {i} is empty: the router needs text to choose an omission set")
+            length = len(self.scorer.encode(prompt))
+            if length > self.scorer.max_length:
+                raise ValueError(
+                    f"prompt {i} has {length} tokens, more than the base model's context of {self.scorer.max_length}"
+                )
+
     def route(self, prompts: Sequence[str]) -> list[int]:
         """The chosen candidate (index into the candidate file) per prompt; each distinct prompt is routed once."""
+        self.check_prompts(prompts)
         distinct = list(dict.fromkeys(prompts))
         if not distinct:
             return []

@@ -1,0 +1,143 @@
+"""Routed inference: PuddingModel and the lm-eval model give what scoring each request with its chosen set gives."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from test_router_train import module_with_data, tiny_dataset, tiny_encoder
+
+from pudding.models.omission import kept_blocks
+from pudding.routed.model import PuddingModel, group_by_choice
+from pudding.router.bundle import export_bundle
+from pudding.scoring import Scorer
+
+PROMPTS = [
+    "Question: Which is heavier, a stone or a leaf?\nAnswer:",
+    "The river ran past the old mill and",
+    "Question: a dog?\nAnswer:",
+    "She counted the coins twice before",
+]
+
+
+@pytest.fixture(scope="module")
+def routed(tmp_path_factory, tiny_llama, tokenizer) -> PuddingModel:
+    root = tmp_path_factory.mktemp("routed")
+    setup = {"encoder": tiny_encoder(root / "bert"), "dataset": tiny_dataset(root / "data")}
+    module, _ = module_with_data(setup)
+    # a router whose choices differ between prompts: head row i points at prompt i's (centred) pooled features
+    seen = []
+    hook = module.head.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach()))
+    module.predict_texts(PROMPTS)
+    hook.remove()
+    features = torch.cat(seen)[: len(PROMPTS)]
+    centred = features - features.mean(dim=0)
+    with torch.no_grad():
+        module.head.weight.copy_(centred / centred.norm(dim=1, keepdim=True))
+        module.head.bias.zero_()
+    bundle = export_bundle(module, root / "bundle")
+    llm = root / "llm"
+    tiny_llama.save_pretrained(llm)
+    tokenizer.save_pretrained(llm)
+    return PuddingModel.from_pretrained(bundle, base=str(llm), device="cpu", dtype="float32", cache_dir=root / "c")
+
+
+def test_prompts_are_routed_to_several_candidates_once_each(routed, monkeypatch):
+    calls = []
+    original = routed.router.route_texts
+    monkeypatch.setattr(routed.router, "route_texts", lambda texts: calls.append(list(texts)) or original(texts))
+    choices = routed.route(PROMPTS + PROMPTS[:2])
+    assert calls == [PROMPTS]  # each distinct prompt once
+    assert choices == original(PROMPTS) + original(PROMPTS[:2])
+    assert len(set(choices)) > 1, "the fixture router should spread the prompts over candidates"
+
+
+def test_loglikelihood_equals_scoring_each_request_with_its_chosen_set(routed):
+    requests = [(p, c) for p in PROMPTS for c in (" yes", " no, not at all")]
+    got = routed.loglikelihood(requests)
+    choices = routed.route([c for c, _ in requests])
+    reference = Scorer(routed.lm.model, routed.lm.tokenizer)
+    for request, choice, score in zip(requests, choices, got, strict=True):
+        (want,) = reference.score([request], omit=routed.omission_sets[choice])
+        assert score.num_tokens == want.num_tokens and score.is_greedy == want.is_greedy
+        assert score.logprob == pytest.approx(want.logprob, abs=1e-4)
+    one_by_one = [routed.loglikelihood([r])[0] for r in requests]
+    assert [s.logprob for s in got] == pytest.approx([s.logprob for s in one_by_one], abs=1e-4)
+
+
+def rebuilt_without(model, omit):
+    """An independent copy of ``model`` that simply has fewer layers (the kept ones' weights, renumbered)."""
+    from transformers import AutoModelForCausalLM
+
+    kept = kept_blocks(omit, model.config.num_hidden_layers)
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = len(kept)
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = [config.layer_types[b] for b in kept]
+    small = AutoModelForCausalLM.from_config(config).eval()
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("model.layers."):
+            index, rest = key.removeprefix("model.layers.").split(".", 1)
+            if int(index) not in kept:
+                continue
+            key = f"model.layers.{kept.index(int(index))}.{rest}"
+        state[key] = value
+    small.load_state_dict(state)
+    return small
+
+
+def test_generate_equals_a_model_rebuilt_without_the_chosen_blocks(routed):
+    out = routed.generate(PROMPTS, max_new_tokens=6)
+    tokenizer = routed.lm.tokenizer
+    for prompt, choice, text in zip(PROMPTS, routed.route(PROMPTS), out, strict=True):
+        small = rebuilt_without(routed.lm.model, routed.omission_sets[choice])
+        ids = tokenizer(prompt, return_tensors="pt")
+        want = small.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        assert text == tokenizer.decode(want[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_lm_eval_model_answers_lm_evals_own_instances(routed, monkeypatch):
+    import lm_eval.api.registry as registry
+    from lm_eval.api.instance import Instance
+
+    import pudding  # noqa: F401  (registers the model)
+    from pudding.routed.lmeval import PuddingLM
+
+    assert registry.get_model("pudding") is PuddingLM and registry.get_model("hf").__name__ == "HFLM"
+    monkeypatch.setattr(PuddingModel, "from_pretrained", classmethod(lambda cls, *a, **k: routed))
+    lm = PuddingLM.create_from_arg_string("bundle=unused,dtype=float32")
+    requests = [
+        Instance("loglikelihood", {}, (PROMPTS[i], " yes"), idx=0, metadata=("t", i, 1)) for i in range(len(PROMPTS))
+    ]
+    got = lm.loglikelihood(requests)
+    want = routed.loglikelihood([(p, " yes") for p in PROMPTS])
+    assert [g[0] for g in got] == pytest.approx([w.logprob for w in want]) and lm.choices == routed.route(PROMPTS)
+    (text,) = lm.generate_until([Instance("generate_until", {}, (PROMPTS[0], {"until": ["\n"], "max_gen_toks": 5}), 0)])
+    assert "\n" not in text
+
+
+def test_group_by_choice_keeps_positions_in_order():
+    assert group_by_choice([2, 0, 2, 1, 0]) == {2: [0, 2], 0: [1, 4], 1: [3]}
+
+
+def test_empty_or_too_long_prompts_are_refused_by_position(routed):
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        routed.route(["fine", "  "])
+    too_long = "word " * (routed.scorer.max_length + 10)
+    with pytest.raises(ValueError, match=r"prompt 0 has \d+ tokens, more than the base model's context of \d+"):
+        routed.generate([too_long])
+
+
+def test_bundle_for_another_block_count_is_refused(routed, tmp_path):
+    from conftest import tiny_model
+
+    from pudding.router.bundle import BundleError
+
+    other = tmp_path / "llm8"
+    tiny_model("llama", len(routed.lm.tokenizer), num_layers=8).save_pretrained(other)
+    routed.lm.tokenizer.save_pretrained(other)
+    bundle = routed.bundle_dir
+    with pytest.raises(BundleError, match="the base model given has 8 blocks"):
+        PuddingModel.from_pretrained(bundle, base=str(other), device="cpu", dtype="float32", cache_dir=tmp_path)
