@@ -141,3 +141,39 @@ def test_bundle_for_another_block_count_is_refused(routed, tmp_path):
     bundle = routed.bundle_dir
     with pytest.raises(BundleError, match="the base model given has 8 blocks"):
         PuddingModel.from_pretrained(bundle, base=str(other), device="cpu", dtype="float32", cache_dir=tmp_path)
+
+
+def test_eval_bundle_table_routed_row_equals_direct_scoring(routed, shared_data, tmp_path):
+    from pudding.evaluation import judge, split_scores
+    from pudding.routed.evaluate import evaluate_bundle
+    from pudding.tasks import DataOptions, eval_items
+
+    options = DataOptions(data_dir=str(shared_data))
+    report = evaluate_bundle(
+        str(routed.bundle_dir),
+        ["piqa", "arc_easy"],
+        options,
+        limit=6,
+        base=routed.lm.name,
+        dtype="float32",
+        device="cpu",
+        outcomes_dir=tmp_path / "outcomes",
+        sleb_samples=2,
+        output=tmp_path / "results",
+        log=lambda _: None,
+    )
+    rows = {row["kind"]: row for row in report["rows"]}
+    assert [r["kind"] for r in report["rows"]][-4:] == ["sleb", "random", "oracle", "routed"]
+    for task in ("piqa", "arc_easy"):
+        items = eval_items(task, options)[0][:6]
+        choices = routed.router.route_texts([item.router_text for item in items])
+        right = []
+        for item, choice in zip(items, choices, strict=True):
+            scores = routed.scorer.score(list(item.requests), omit=routed.omission_sets[choice])
+            result = judge([item], split_scores([item], scores))[0]
+            right.append(result.pred == result.gold)
+        assert rows["routed"]["results"][task]["acc"] == pytest.approx(sum(right) / len(right))
+        assert rows["oracle"]["results"][task]["acc"] >= rows["routed"]["results"][task]["acc"]
+        assert sum(report["routing_histogram"][task]) == 6
+    for suffix in (".json", ".md", ".csv", ".png"):
+        assert (tmp_path / f"results{suffix}").is_file()
