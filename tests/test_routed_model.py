@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,3 +178,23 @@ def test_eval_bundle_table_routed_row_equals_direct_scoring(routed, shared_data,
         assert sum(report["routing_histogram"][task]) == 6
     for suffix in (".json", ".md", ".csv", ".png"):
         assert (tmp_path / f"results{suffix}").is_file()
+
+
+def test_quickstart_notebook_runs_on_a_tiny_configuration(routed, shared_data, tmp_path, monkeypatch, capsys):
+    import json
+
+    notebook = json.loads((Path(__file__).parents[1] / "notebooks" / "quickstart.ipynb").read_text())
+    monkeypatch.setenv("PUDDING_NB_BUNDLE", str(routed.bundle_dir))
+    monkeypatch.setenv("PUDDING_NB_BASE", routed.lm.name)
+    monkeypatch.setenv("PUDDING_NB_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("PUDDING_NB_TASKS", "piqa,arc_easy")
+    monkeypatch.setenv("PUDDING_NB_LIMIT", "3")
+    monkeypatch.setenv("PUDDING_NB_OUTPUT", str(tmp_path / "results"))
+    monkeypatch.chdir(Path(__file__).parents[1])
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "quickstart.ipynb", "exec"), namespace)  # noqa: S102
+    out = capsys.readouterr().out
+    assert "skips blocks" in out and "PuDDing (router)" in out and "gold:" in out
+    assert (tmp_path / "results.png").is_file()
