@@ -291,3 +291,18 @@ def test_losses_train_down_on_a_fixed_batch(setup, loss):
         optimizer.step()
         losses.append(float(value.detach()))
     assert losses[-1] < losses[0]
+
+
+def _printed(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--print_config"])
+    return "\n".join(line for line in capsys.readouterr().out.splitlines() if not line.startswith("#"))
+
+
+def test_shipped_configs_parse_and_the_default_one_equals_the_builtin_defaults(capsys):
+    repo = Path(__file__).resolve().parents[1]
+    assert _printed(capsys, "--config", str(repo / "configs" / "router.yaml")) == _printed(capsys)
+    paper = _printed(capsys, "--config", str(repo / "configs" / "router_paper.yaml"), "--data.batch_size", "16")
+    for line in ("encoder: bert-base-uncased", "lr: 1.0e-05", "max_epochs: 10", "warmup_steps: 500", "pooling: cls"):
+        assert line in paper
+    assert "batch_size: 16" in paper and "monitor: val/regret" in paper
