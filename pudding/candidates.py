@@ -13,10 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from pudding.errors import PuddingError
 from pudding.io import atomic_write_text
+from pudding.models.omission import OmissionError, validate_omission
 
 
-class CandidateFileError(ValueError):
+class CandidateFileError(PuddingError):
     """A candidate file that cannot be used, with the file and field named."""
 
 
@@ -89,7 +91,11 @@ def merge_identical(candidates: list[Candidate]) -> list[Candidate]:
 
 
 def validate(cset: CandidateSet, source: str = "<candidates>") -> None:
-    """Raise :class:`CandidateFileError` unless every set has the same size, valid distinct indices, and K ≥ 2."""
+    """Raise :class:`CandidateFileError` unless every set has the same size, valid distinct indices, and K ≥ 2.
+
+    Block indices are checked by :func:`pudding.models.omission.validate_omission`, the one validator of the package
+    (an int in range, not a bool, no repeats, at least one block left).
+    """
     if cset.num_blocks < 2:
         raise CandidateFileError(f"{source}: num_blocks must be at least 2, got {cset.num_blocks}")
     if len(cset.candidates) < 2:
@@ -98,11 +104,10 @@ def validate(cset: CandidateSet, source: str = "<candidates>") -> None:
         where = f"{source}: candidates[{i}] ({cand.name})"
         if len(cand.omit) != cset.num_omit:
             raise CandidateFileError(f"{where}: omits {len(cand.omit)} blocks, but num_omit is {cset.num_omit}")
-        bad = [b for b in cand.omit if not isinstance(b, int) or not 0 <= b < cset.num_blocks]
-        if bad:
-            raise CandidateFileError(f"{where}: block indices {bad} are outside 0..{cset.num_blocks - 1}")
-        if len(set(cand.omit)) != len(cand.omit):
-            raise CandidateFileError(f"{where}: omit {list(cand.omit)} lists a block twice")
+        try:
+            validate_omission(cand.omit, cset.num_blocks)
+        except OmissionError as exc:
+            raise CandidateFileError(f"{where}: field 'omit': {exc}") from None
     seen: dict[frozenset[int], int] = {}
     for i, key in enumerate(frozenset(c.omit) for c in cset.candidates):
         if key in seen:

@@ -1,7 +1,8 @@
 """``pudding <command>``: one entry point, one module per command (``pudding/commands/<command>.py``).
 
-Each command owns its jsonargparse parser, so ``pudding <command> --help`` lists every option with its default and
-docstring, and ``--config FILE.yaml`` plus command-line overrides work the same everywhere.
+Each command owns its jsonargparse parser, so ``pudding <command> --help`` lists every option with its default
+and docstring, and ``--config FILE.yaml`` plus command-line overrides work the same everywhere. Each command's
+``main`` runs through :func:`pudding.errors.run_command`: a bad input is one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ COMMANDS = {
 def usage() -> str:
     lines = ["usage: pudding <command> [options]   (pudding <command> --help for its options)", "", "commands:"]
     lines += [f"  {name:<11} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [
+        "",
+        "A bad input prints one line, 'pudding <command>: error: ...', and exits with code 2;",
+        "--debug (or PUDDING_DEBUG=1) shows the traceback instead.",
+    ]
     return "\n".join(lines)
 
 

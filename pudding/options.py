@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from pudding.errors import OptionError
+
 T = TypeVar("T")
 
 
@@ -26,7 +28,7 @@ def _as_list(value: str | int | Iterable | None, cast: Callable[[str], T], optio
         try:
             out.append(cast(str(part).strip()))
         except ValueError as exc:
-            raise ValueError(f"option {option}: {part!r} is not valid ({exc})") from exc
+            raise OptionError(f"option {option}: {part!r} is not valid ({exc})") from exc
     return out
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pudding.errors import OptionError
 from pudding.evaluation import METRICS, judge, split_scores
 from pudding.io import atomic_write_json
 from pudding.models.omission import kept_blocks
@@ -110,7 +111,7 @@ def compute_outcomes(
     called after each chunk (progress).
     """
     if chunk_items < 1:
-        raise ValueError(f"option chunk_items must be positive, got {chunk_items}")
+        raise OptionError(f"option chunk_items must be positive, got {chunk_items}")
     items = list(items)
     task = items[0].task if items else ""
     keys = list(dict.fromkeys(set_key(omit) for omit in omission_sets))

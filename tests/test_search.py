@@ -261,7 +261,7 @@ def test_changed_options_do_not_reuse_runs(model, tokenizer, tmp_path):
     lines: list[str] = []
     run_search(_options(tmp_path, "a"), base=base, items=_given_items(), log=lines.append)
     lines.clear()
-    run_search(_options(tmp_path, "a", num_omit=1), base=base, items=_given_items(), log=lines.append)
+    run_search(_options(tmp_path, "a", num_omit=1, overwrite=True), base=base, items=_given_items(), log=lines.append)
     assert not any("finished earlier" in line for line in lines)
     assert load_candidates(tmp_path / "a" / "candidates.yaml").num_omit == 1
 
@@ -320,7 +320,8 @@ def _with(path, **changes):
         ({"candidates": [{"omit": [3, 7]}]}, "at least 2 candidates"),
         ({"candidates": [{"omit": [3, 7]}, {"omit": [4]}]}, r"candidates\[1\].*omits 1 blocks, but num_omit is 2"),
         ({"candidates": [{"omit": [3, 7]}, {"omit": [4, 30]}]}, r"candidates\[1\].*\[30\] are outside 0..29"),
-        ({"candidates": [{"omit": [3, 7]}, {"omit": [4, 4]}]}, "lists a block twice"),
+        ({"candidates": [{"omit": [3, 7]}, {"omit": [4, 4]}]}, "listed more than once"),
+        ({"candidates": [{"omit": [3, 7]}, {"omit": [4, True]}]}, r"candidates\[1\].*\[True\] are outside"),
         ({"candidates": [{"omit": [3, 7]}, {"omit": [7, 3]}]}, "repeats the omission set of candidates"),
         ({"candidates": [{"omit": [3, 7]}, {"blocks": [1, 2]}]}, r"candidates\[1\]: missing field 'omit'"),
         ({"num_blocks": "thirty"}, "field 'num_blocks' should be int"),

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pudding.errors import OptionError
 from pudding.tasks import (
     DEFAULT_TASKS,
     TASKS,
@@ -529,11 +530,11 @@ def test_unknown_task_and_split(data_dir: Path) -> None:
 
 @pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.1, float("nan")])
 def test_bad_router_fraction(fraction: float) -> None:
-    with pytest.raises(TaskDataError, match="router_fraction"):
+    with pytest.raises(OptionError, match="router_fraction"):
         DataOptions(router_fraction=fraction)
     opts = DataOptions()
     opts.router_fraction = fraction
-    with pytest.raises(TaskDataError, match="router_fraction"):
+    with pytest.raises(OptionError, match="router_fraction"):
         router_items("piqa", opts)
 
 

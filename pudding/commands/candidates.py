@@ -12,6 +12,7 @@ from __future__ import annotations
 from jsonargparse import CLI
 
 from pudding.candidates import CandidateSet
+from pudding.errors import run_command
 from pudding.options import as_str_list
 from pudding.search.runs import SearchOptions, run_search
 from pudding.tasks import DEFAULT_TASKS
@@ -38,6 +39,7 @@ def candidates(
     output: str = "checkpoints/candidates.yaml",
     work_dir: str | None = None,
     corpus: str | None = None,
+    overwrite: bool = False,
 ) -> CandidateSet:
     """Search candidate omission sets: one greedy block-removal run per task × loss, merged into one file.
 
@@ -69,6 +71,8 @@ def candidates(
         work_dir: Folder of finished runs, for resuming (default: ``<output>.runs``).
         corpus: Plain-text file for the perplexity loss: one task-agnostic run on a seeded sample of its
             paragraphs instead of one run per task on the tasks' own text.
+        overwrite: Replace an existing ``output`` file (without it an existing file is an error, found before any
+            work; an interrupted search has written no output yet and resumes without it).
     """
     opts = SearchOptions(
         base=base,
@@ -89,13 +93,14 @@ def candidates(
         output=output,
         work_dir=work_dir,
         corpus=corpus,
+        overwrite=overwrite,
     )
     return run_search(opts)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``pudding candidates`` (``--help`` lists every option; ``--config FILE`` reads YAML)."""
-    CLI(candidates, args=argv, as_positional=False)
+    run_command("pudding candidates", lambda args: CLI(candidates, args=args, as_positional=False), argv)
 
 
 if __name__ == "__main__":

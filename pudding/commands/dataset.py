@@ -28,6 +28,9 @@ from jsonargparse import ActionConfigFile
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
+from pudding.checks import check_output, resolve_base
+from pudding.errors import OptionError, run_command
+from pudding.models.dtype import DTYPE_NAMES
 from pudding.routerdata.build import build_dataset, print_headroom, say
 from pudding.routerdata.module import ScoringModule
 from pudding.routerdata.scores import rebuild_dataset
@@ -113,6 +116,20 @@ def build_parser() -> LightningArgumentParser:
     return parser
 
 
+def check_options(cfg) -> None:
+    """Option values and the output path, checked before any data or model is read."""
+    if cfg.dtype not in DTYPE_NAMES:
+        raise OptionError(f"option dtype: {cfg.dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
+    for name in ("batch_tokens", "items_per_batch", "limit"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise OptionError(f"option {name}: must be a positive number, got {value}")
+    if cfg.scores:
+        check_output(cfg.output, cfg.overwrite)
+    else:  # an up-to-date output is kept as is; one from other settings is refused (before scoring) unless overwrite
+        check_output(cfg.output, overwrite=True)
+
+
 def rebuild(cfg) -> None:
     """``--scores``: rebuild the dataset from a scores file, then print its headroom as a full build does."""
     started = time.perf_counter()
@@ -124,21 +141,25 @@ def rebuild(cfg) -> None:
     print_headroom(dataset, meta)
 
 
-def main(argv: list[str] | None = None) -> None:
+def run(argv: list[str]) -> None:
+    """The command proper: parse, check everything that needs no model, then build (or rebuild) the dataset."""
     parser = build_parser()
-    cfg = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = parser.parse_args(argv)
+    check_options(cfg)
     if cfg.scores:
         rebuild(cfg)
         return
     init = parser.instantiate(cfg)
+    candidates = cfg.candidates or DEFAULT_CANDIDATES
     module = ScoringModule(
-        candidates=cfg.candidates or DEFAULT_CANDIDATES,
+        candidates=candidates,
         base=cfg.base,
         dtype=cfg.dtype,
         batch_tokens=cfg.batch_tokens,
         reuse_prefix=cfg.reuse_prefix,
         cache_dir=cfg.cache_dir,
     )
+    resolve_base(cfg.base, module.cset, candidates, cfg.cache_dir)  # name and block count, from the config only
     data = ScoringDataModule(
         tasks=cfg.tasks,
         limit=cfg.limit,
@@ -147,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         split_seed=cfg.split_seed,
         items_per_batch=cfg.items_per_batch,
     )
+    data.load()  # every task's files read and parsed before the model loads
     trainer = Trainer(**init.trainer)
     build_dataset(
         trainer,
@@ -158,6 +180,11 @@ def main(argv: list[str] | None = None) -> None:
         keep_shards=cfg.keep_shards,
         progress_every=cfg.progress_every,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``pudding dataset``: a bad input is one line on stderr, exit code 2 (``--debug``: traceback)."""
+    run_command("pudding dataset", run, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

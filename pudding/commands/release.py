@@ -9,9 +9,13 @@ versions, headroom, the commands that produced them) — so a new machine rebuil
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from jsonargparse import CLI
 
-from pudding.release import write_release
+from pudding.checks import check_output
+from pudding.errors import run_command
+from pudding.release import MANIFEST, write_release
 
 
 def release(
@@ -29,6 +33,7 @@ def release(
             ``{command: ..., seconds: ..., machine: ...}`` (see configs/release.yaml).
         overwrite: Replace an existing release in ``output``.
     """
+    check_output(Path(output) / MANIFEST, overwrite, option="output")
     manifest = write_release(dataset, output, produced_by, overwrite=overwrite)
     scores = manifest["scores"]
     print(f"wrote {output}: {manifest['candidates']['num_candidates']} candidates, {scores['rows']} rows of scores")
@@ -36,7 +41,7 @@ def release(
 
 
 def main(argv: list[str] | None = None) -> None:
-    CLI(release, args=argv)
+    run_command("pudding release", lambda args: CLI(release, args=args), argv)
 
 
 if __name__ == "__main__":

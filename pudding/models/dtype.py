@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from pudding.errors import OptionError
+
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 BF16_MIN_SPEEDUP = 1.2
 """On a CPU without a known answer, bf16 must beat float32 by this factor in the timed check to be chosen."""
@@ -119,7 +121,7 @@ def choose_dtype(requested: str, device: torch.device | str, announce: bool = Tr
     """
     device = torch.device(device)
     if requested not in DTYPE_NAMES:
-        raise ValueError(f"option dtype: {requested!r} is not one of {', '.join(DTYPE_NAMES)}")
+        raise OptionError(f"option dtype: {requested!r} is not one of {', '.join(DTYPE_NAMES)}")
     if requested != "auto":
         choice = DtypeChoice(getattr(torch, requested), requested, "set by the dtype option")
         if announce and requested == "bfloat16" and device.type == "cpu" and not cpu_prefers_bf16():

@@ -13,10 +13,11 @@ from contextlib import contextmanager
 
 from torch import nn
 
+from pudding.errors import PuddingError
 from pudding.models.adapters import get_layers, set_layers
 
 
-class OmissionError(ValueError):
+class OmissionError(PuddingError):
     """An omission set that cannot be applied to the model at hand."""
 
 

@@ -29,6 +29,7 @@ from datasets import Dataset
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
+from pudding.errors import OptionError, OutputError
 from pudding.io import atomic_write_json
 from pudding.routerdata.headroom import headroom, headroom_table
 from pudding.routerdata.module import ScoringModule
@@ -157,7 +158,7 @@ def build_dataset(
     """
     started = time.perf_counter()
     if str(trainer.precision) not in ("32-true", "32"):
-        raise ValueError(
+        raise OptionError(
             f"trainer.precision={trainer.precision!r}: leave it at 32-true and choose the model's dtype with --dtype "
             "(the dtype is part of the build key; a precision plugin would change it behind the key's back)"
         )
@@ -181,7 +182,7 @@ def build_dataset(
             print_headroom(*load_router_dataset(output))
             return output
         if not overwrite:
-            raise FileExistsError(
+            raise OutputError(
                 f"{output} exists and was built from other settings; choose another output or pass --overwrite true"
             )
 

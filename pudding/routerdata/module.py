@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from pudding.candidates import CandidateSet, file_hash, load_candidates
+from pudding.errors import OptionError
 from pudding.models.dtype import DtypeChoice, choose_dtype
 from pudding.models.loading import load_base
 from pudding.models.omission import kept_blocks
@@ -73,7 +74,7 @@ class ScoringModule(LightningModule):
     ) -> None:
         super().__init__()
         if batch_tokens < 1:
-            raise ValueError(f"option batch_tokens must be positive, got {batch_tokens}")
+            raise OptionError(f"option batch_tokens must be positive, got {batch_tokens}")
         self.candidates_path = Path(candidates).expanduser().resolve()
         self.cset: CandidateSet = load_candidates(self.candidates_path)
         self.candidates_sha256 = file_hash(self.candidates_path)

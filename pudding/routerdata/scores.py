@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pudding.candidates import file_hash
+from pudding.errors import OutputError
 from pudding.io import atomic_write_bytes
 from pudding.routerdata.store import (
     RouterDataError,
@@ -115,7 +116,7 @@ def rebuild_dataset(
         )
     output = Path(output)
     if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; choose another output or pass --overwrite true")
+        raise OutputError(f"{output} exists; choose another output or pass --overwrite true")
 
     opts = DataOptions(data_dir=data_dir, router_fraction=meta["router_fraction"], split_seed=meta["split_seed"])
     task_col = table.column("task").to_pylist()
@@ -151,7 +152,10 @@ def rebuild_dataset(
         "scores": table.column("scores").to_pylist(),
         "dense_score": table.column("dense_score").to_pylist(),
     }
-    dataset = make_dataset(columns, k)
+    try:
+        dataset = make_dataset(columns, k)
+    except RouterDataError as exc:
+        raise RouterDataError(f"{scores_file}: {exc}; rebuild the scores with `pudding dataset`") from None
     resolved = None if data_dir is None else str(Path(data_dir).expanduser().resolve())
     new_meta = {**meta, "data_dir": resolved, "candidates_file": str(candidates.resolve())}
     return save_dataset(dataset, new_meta, output, overwrite=overwrite)

@@ -15,6 +15,7 @@ holds a half-written dataset.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from datasets import (
     load_from_disk,
 )
 
+from pudding.errors import OutputError, PuddingError
 from pudding.io import atomic_write_json
 
 META_FILE = "pudding_meta.json"
@@ -39,7 +41,7 @@ DATASET_FORMAT = 2
 TARGET = "per-token mean log-likelihood of the gold continuation (lm-eval tokenisation), per candidate"
 
 
-class RouterDataError(ValueError):
+class RouterDataError(PuddingError):
     """A router dataset that cannot be used (missing, malformed, or incompatible with the others)."""
 
 
@@ -57,9 +59,16 @@ def features(num_candidates: int) -> Features:
 
 def make_dataset(columns: dict[str, list], num_candidates: int) -> Dataset:
     """Columns → Arrow dataset with fixed-length ``scores`` (K is checked by Arrow as well as by us)."""
+    finite = 0
     for i, row in enumerate(columns["scores"]):
         if len(row) != num_candidates:
             raise RouterDataError(f"row {i}: {len(row)} scores, expected K={num_candidates}")
+        finite += all(math.isfinite(s) for s in row)
+    if columns["scores"] and not finite:  # a few non-finite rows are dropped (with a count) when training
+        raise RouterDataError(
+            f"none of the {len(columns['scores'])} rows has finite scores for every candidate (row 0, "
+            f"{columns['task'][0]}/{columns['item_id'][0]}: {list(columns['scores'][0])})"
+        )
     return Dataset.from_dict(columns, features=features(num_candidates))
 
 
@@ -71,7 +80,7 @@ def save_dataset(dataset: Dataset, meta: dict, output: str | Path, overwrite: bo
     """
     output = Path(output)
     if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite true) to replace it")
+        raise OutputError(f"{output} exists; pass overwrite=True (--overwrite true) to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
     for stale in [*output.parent.glob(f".{output.name}.tmp-*"), *output.parent.glob(f".{output.name}.old-*")]:
         shutil.rmtree(stale, ignore_errors=True)  # left by a writer killed mid-save (one writer per output)

@@ -21,6 +21,7 @@ from pathlib import Path
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from pudding.errors import OptionError
 from pudding.tasks import DEFAULT_TASKS, DataOptions, Item, parse_task_list, router_items
 
 
@@ -41,7 +42,7 @@ def gold_request(item: Item) -> tuple[str, str]:
 def make_chunks(items_by_task: dict[str, Sequence[Item]], items_per_batch: int) -> list[Chunk]:
     """Cut each task's items into chunks of similar prompt length, in a fixed, world-size-independent way."""
     if items_per_batch < 1:
-        raise ValueError(f"option items_per_batch must be positive, got {items_per_batch}")
+        raise OptionError(f"option items_per_batch must be positive, got {items_per_batch}")
     chunks = []
     for task, items in items_by_task.items():
         by_length = sorted(range(len(items)), key=lambda i: sum(map(len, gold_request(items[i]))))
@@ -99,9 +100,9 @@ class ScoringDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if limit is not None and limit < 1:
-            raise ValueError(f"option limit: must be a positive number of items per task, got {limit}")
+            raise OptionError(f"option limit: must be a positive number of items per task, got {limit}")
         if items_per_batch < 1:
-            raise ValueError(f"option items_per_batch must be positive, got {items_per_batch}")
+            raise OptionError(f"option items_per_batch must be positive, got {items_per_batch}")
         self.tasks = parse_task_list(tasks)
         self.limit = limit
         self.options = DataOptions(data_dir=data_dir, router_fraction=router_fraction, split_seed=split_seed)

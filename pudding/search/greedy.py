@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pudding.errors import OptionError
 from pudding.models.omission import kept_blocks
 from pudding.scoring import Prepared, Score, Scorer
 from pudding.search.objectives import LossFn, RequestSet
 
 
-class SearchError(ValueError):
+class SearchError(OptionError):
     """A search that cannot be run as configured (the message names the option)."""
 
 

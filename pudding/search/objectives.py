@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pudding.errors import OptionError
 from pudding.scoring import Score
 from pudding.tasks import Item
 
@@ -86,7 +87,7 @@ def requests_for(loss: str, task: str, items: Sequence[Item]) -> RequestSet:
         return choice_requests(task, items)
     if loss == "perplexity":
         return text_requests(f"{task}:text", gold_texts(items))
-    raise ValueError(f"unknown loss {loss!r}; known losses: {', '.join(LOSSES)}")
+    raise OptionError(f"unknown loss {loss!r}; known losses: {', '.join(LOSSES)}")
 
 
 def gold_texts(items: Sequence[Item]) -> list[str]:
@@ -107,7 +108,7 @@ def corpus_texts(path: str | Path, num_samples: int, seed: int, max_chars: int =
         if paragraph:
             pieces.append(paragraph)
     if not pieces:
-        raise ValueError(f"option corpus: {path} holds no text")
+        raise OptionError(f"option corpus: {path} holds no text")
     return [pieces[i] for i in sample_indices(len(pieces), num_samples, seed, CORPUS_TASK)]
 
 
@@ -117,7 +118,7 @@ def sample_indices(total: int, num_samples: int, seed: int, salt: str) -> list[i
     ``random.Random`` seeded with a string hashes it with sha512, so unlike ``hash()`` it is not salted per process.
     """
     if num_samples < 1:
-        raise ValueError(f"option num_samples: must be at least 1, got {num_samples}")
+        raise OptionError(f"option num_samples: must be at least 1, got {num_samples}")
     if total <= num_samples:
         return list(range(total))
     return sorted(random.Random(f"pudding-search:{seed}:{salt}").sample(range(total), num_samples))
@@ -175,4 +176,4 @@ def get_loss(name: str) -> LossFn:
     try:
         return LOSS_FUNCTIONS[name]
     except KeyError:
-        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(LOSSES)}") from None
+        raise OptionError(f"unknown loss {name!r}; known losses: {', '.join(LOSSES)}") from None

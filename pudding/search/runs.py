@@ -18,8 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pudding.candidates import Candidate, CandidateFileError, CandidateSet, merge_identical
+from pudding.checks import check_output
+from pudding.errors import OptionError
 from pudding.io import atomic_write_json
-from pudding.models.loading import BaseModel, load_base
+from pudding.models.dtype import DTYPE_NAMES
+from pudding.models.loading import BaseModel, base_num_blocks, load_base
 from pudding.scoring import Scorer
 from pudding.search.greedy import FastEvaluator, NaiveEvaluator, SearchResult, StepInfo, check_barriers, greedy_search
 from pudding.search.objectives import (
@@ -32,7 +35,7 @@ from pudding.search.objectives import (
     sample_indices,
     text_requests,
 )
-from pudding.tasks import DEFAULT_TASKS, DataOptions, Item, parse_task_list, router_items
+from pudding.tasks import DEFAULT_TASKS, DataOptions, Item, TaskDataError, parse_task_list, router_items
 
 SEARCH_VERSION = 2
 """Bumped when a change to the search would change results, so stale run files are not reused."""
@@ -60,22 +63,26 @@ class SearchOptions:
     output: str = "checkpoints/candidates.yaml"
     work_dir: str | None = None
     corpus: str | None = None
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         self.tasks = parse_task_list(self.tasks)
+        if self.dtype not in DTYPE_NAMES:
+            raise OptionError(f"option dtype: {self.dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
+        self.data_options  # noqa: B018 -- checks router_fraction
         self.losses = tuple(dict.fromkeys(str(name).strip() for name in self.losses))
         if not self.losses:
-            raise ValueError(f"option losses: at least one of {', '.join(LOSSES)} is needed")
+            raise OptionError(f"option losses: at least one of {', '.join(LOSSES)} is needed")
         for name in self.losses:
             get_loss(name)
         if self.num_samples < 1:
-            raise ValueError(f"option num_samples: must be at least 1, got {self.num_samples}")
+            raise OptionError(f"option num_samples: must be at least 1, got {self.num_samples}")
         if self.batch_tokens < 1:
-            raise ValueError(f"option batch_tokens: must be positive, got {self.batch_tokens}")
+            raise OptionError(f"option batch_tokens: must be positive, got {self.batch_tokens}")
         if self.corpus is not None and not Path(self.corpus).is_file():
-            raise ValueError(f"option corpus: {self.corpus} is not a file")
+            raise OptionError(f"option corpus: {self.corpus} is not a file")
         if self.corpus is not None and "perplexity" not in self.losses:
-            raise ValueError("option corpus is only used by the perplexity loss; add perplexity to losses")
+            raise OptionError("option corpus is only used by the perplexity loss; add perplexity to losses")
 
     @property
     def data_options(self) -> DataOptions:
@@ -139,7 +146,7 @@ def plan_runs(
         else:
             pool, note = router_items(task, opts.data_options)
         if not pool:
-            raise ValueError(f"{task}: no items to search on ({note})")
+            raise TaskDataError(f"{task}: no items to search on ({note})")
         picked = [pool[i] for i in sample_indices(len(pool), opts.num_samples, opts.seed, task)]
         notes[task] = f"{note}; searched on a seeded sample of {len(picked)} (seed={opts.seed})"
         for loss in task_losses:
@@ -227,13 +234,17 @@ def run_search(
     evaluator (slow; tests and benchmarks only); ``stats``, when given, receives one dict of work counters and
     seconds per searched run (benchmarks).
     """
+    # every check that needs no model first: output path, block budget, task data
+    check_output(opts.output, opts.overwrite)
+    if base is None:
+        check_barriers(base_num_blocks(opts.base, opts.cache_dir), opts.num_omit, opts.keep_first, opts.keep_last)
+    runs, notes = plan_runs(opts, items)
     if base is None:
         base = load_base(opts.base, dtype=opts.dtype, device=opts.device, cache_dir=opts.cache_dir)
     scorer = Scorer(base.model, base.tokenizer, batch_tokens=opts.batch_tokens)
     num_blocks = scorer.num_blocks
     dtype = dtype_record(base)
     check_barriers(num_blocks, opts.num_omit, opts.keep_first, opts.keep_last)
-    runs, notes = plan_runs(opts, items)
     for note in notes.values():
         log(note)
     started = time.perf_counter()
@@ -298,13 +309,12 @@ def run_search(
         log(f"{tag} done: omit {record.omit} (dense loss {result.dense_loss:.5f}); saved {path}")
         records.append(record)
     cset = build_candidate_set(opts, records, num_blocks, notes, dtype)
-    try:
-        cset.save(opts.output)
-    except CandidateFileError as exc:
+    if len(cset) < 2:
         raise CandidateFileError(
-            f"{exc}. The {len(records)} runs (kept in {opts.run_dir}) found fewer than 2 distinct omission sets; "
-            "add tasks or losses, or change num_omit"
-        ) from exc
+            f"{opts.output}: the {len(records)} runs (kept in {opts.run_dir}) found {len(cset)} distinct omission "
+            "set(s), but a router needs at least 2 candidates; add tasks or losses, or change num_omit"
+        )
+    cset.save(opts.output)
     log(f"wrote {opts.output}: {len(cset)} candidates from {len(records)} runs ({time.perf_counter() - started:.0f}s)")
     return cset
 

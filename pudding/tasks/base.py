@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pudding.errors import PuddingError
+
 
 @dataclass(frozen=True)
 class Item:
@@ -44,7 +46,7 @@ TARGET_DELIMITER = " "
 """lm-eval's default ``target_delimiter``: put between context and continuation for every choice."""
 
 
-class TaskDataError(ValueError):
+class TaskDataError(PuddingError):
     """Raised for anything wrong with a task's data or name: the message says what, where and what exists."""
 
 

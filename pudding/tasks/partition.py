@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pudding.errors import OptionError
 from pudding.tasks.base import Item, TaskDataError
 from pudding.tasks.registry import get_task
 from pudding.tasks.task import Task
@@ -45,7 +46,7 @@ def check_options(opts: DataOptions) -> None:
     """Fail early, naming the option, on a router fraction that would leave one side empty."""
     fraction = opts.router_fraction
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
-        raise TaskDataError(f"router_fraction must be a number strictly between 0 and 1, got {fraction!r}")
+        raise OptionError(f"option router_fraction: must be a number strictly between 0 and 1, got {fraction!r}")
 
 
 @functools.lru_cache(maxsize=64)

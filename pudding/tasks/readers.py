@@ -20,9 +20,17 @@ def at(path: Path, line_no: int) -> str:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    # Split on "\n" only: universal newlines would also split on a stray "\r" inside a text field.
-    with path.open(encoding="utf-8", newline="\n") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    # Split on "\n" only (binary lines): universal newlines would also split on a stray "\r" inside a text field.
+    # Each line is decoded on its own, so a byte that is not UTF-8 is reported at its own line.
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise TaskDataError(
+                    f"{at(path, line_no)}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                    "save the file as UTF-8"
+                ) from None
             yield line_no, line.removesuffix("\n").removesuffix("\r")
 
 

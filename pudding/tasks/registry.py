@@ -36,7 +36,8 @@ def parse_task_list(value: str | Sequence[str]) -> tuple[str, ...]:
     parts = value.split(",") if isinstance(value, str) else list(value)
     names = [str(part).strip() for part in parts]
     if not names or any(not name for name in names):
-        raise TaskDataError(f"empty task name in task list {value!r}; known tasks: {', '.join(TASKS)}")
+        raise TaskDataError(f"option tasks: empty task name in {value!r}; known tasks: {', '.join(TASKS)}")
     for name in names:
-        get_task(name)
+        if name not in TASKS:
+            raise TaskDataError(f"option tasks: unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     return tuple(dict.fromkeys(names))

@@ -1,0 +1,297 @@
+"""Bad inputs through the real entry points: exit code 2, one line naming the file/field/option, no model loaded.
+
+Every case runs ``pudding.cli.main(argv)`` as a user's shell would, with the model loader replaced by one that
+fails the test if called: each check here must fire before any model loads. The base model is a config-only
+folder (no weights), which is all the checks read. An output file that exists beforehand must be unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import REPO, tiny_config
+
+from pudding.cli import main as pudding
+from pudding.errors import PuddingError, run_command
+
+PIQA = [
+    ("How do I open a jar?", "Twist the lid counter-clockwise.", "Twist the lid with a hammer.", 0),
+    ("How to cool soup fast?", "Put it in the oven.", "Stir it in a bowl over ice.", 1),
+    ("How to dry wet shoes?", "Stuff them with newspaper.", "Fill them with water.", 0),
+    ("How to keep bread fresh?", "Leave it in the sun.", "Store it in a sealed bag.", 1),
+] * 3
+SENTINEL = "an earlier result that must survive\n"
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """A 6-block Llama config without weights: enough for every check, useless for a load."""
+    path = tmp_path / "tiny"
+    tiny_config("llama", vocab_size=128).save_pretrained(path)
+    return path
+
+
+def write_piqa(root, rows=PIQA, labels=None):
+    (root / "piqa").mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"goal": f"{g} ({i})", "sol1": a, "sol2": b}) for i, (g, a, b, _) in enumerate(rows)]
+    (root / "piqa" / "valid.jsonl").write_text("\n".join(lines) + "\n")
+    labels = [label for *_, label in rows] if labels is None else labels
+    (root / "piqa" / "valid-labels.lst").write_text("".join(f"{label}\n" for label in labels))
+    return root
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return write_piqa(tmp_path / "data")
+
+
+def write_candidates(path, base_model, num_blocks=6, sets=((1, 2), (3, 4))):
+    cands = [{"omit": list(s), "task": "piqa", "loss": f"loss{i}"} for i, s in enumerate(sets)]
+    data = {"base_model": str(base_model), "num_blocks": num_blocks, "num_omit": len(sets[0]), "candidates": cands}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_model_load(monkeypatch):
+    """Any model load fails the test: every check in this file must come first."""
+
+    def load_base(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad input was reported")
+
+    import pudding.commands.eval
+    import pudding.models.loading
+    import pudding.routerdata.module
+    import pudding.search.runs
+
+    for module in (pudding.models.loading, pudding.commands.eval, pudding.routerdata.module, pudding.search.runs):
+        monkeypatch.setattr(module, "load_base", load_base)
+
+
+def fails(capsys, argv, *expected, output=None):
+    """Run ``pudding argv``; assert exit code 2, one stderr line ``pudding <cmd>: error: ...`` holding ``expected``,
+    and that ``output`` (written beforehand) is unchanged. Returns the line."""
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(SENTINEL)
+    with pytest.raises(SystemExit) as exc:
+        pudding([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("[pudding] dtype")]
+    assert exc.value.code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"pudding {argv[0]}: error: "), lines[0]
+    for text in expected:
+        assert str(text) in lines[0], (text, lines[0])
+    if output is not None:
+        assert output.read_text() == SENTINEL
+    return lines[0]
+
+
+def eval_args(model_dir, data_dir, *extra):
+    return ["eval", "--base", model_dir, "--data_dir", data_dir, "--tasks", "piqa", "--progress", "false", *extra]
+
+
+# ----------------------------------------------------------------------------------------- the issue's ten cases
+def test_unknown_task(capsys, model_dir, data_dir, tmp_path):
+    out = tmp_path / "out.json"
+    args = eval_args(model_dir, data_dir, "--tasks", "piqa,nope", "--output", out, "--overwrite", "true")
+    fails(capsys, args, "option tasks", "unknown task 'nope'", "arc_easy", output=out)
+
+
+@pytest.mark.parametrize(("omit", "message"), [("99", "[99] are outside 0..5"), ("3,3", "listed more than once")])
+def test_bad_omit_is_checked_before_loading(capsys, model_dir, data_dir, omit, message):
+    fails(capsys, eval_args(model_dir, data_dir, "--omit", omit), "option omit", message, "has 6 blocks")
+
+
+def test_malformed_candidate_yaml(capsys, model_dir, data_dir, tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("candidates: [1, 2\n")
+    fails(capsys, eval_args(model_dir, data_dir, "--candidates", broken), broken, "not valid YAML")
+
+
+def test_missing_data_folder(capsys, model_dir, tmp_path):
+    missing = tmp_path / "no-such-data"
+    fails(capsys, eval_args(model_dir, missing), "piqa", "valid.jsonl", f"directory {missing / 'piqa'} does not exist")
+
+
+def test_labels_file_shorter_than_records(capsys, model_dir, tmp_path):
+    data = write_piqa(tmp_path / "short", labels=[0] * (len(PIQA) - 2))
+    labels = data / "piqa" / "valid-labels.lst"
+    fails(capsys, eval_args(model_dir, data), labels, f"{len(PIQA) - 2} labels for {len(PIQA)} records")
+
+
+def test_limit_zero(capsys, model_dir, data_dir):
+    fails(capsys, eval_args(model_dir, data_dir, "--limit", "0"), "option limit", "got 0")
+
+
+@pytest.mark.parametrize("command", ["eval", "candidates", "dataset"])
+def test_router_fraction_out_of_range(capsys, model_dir, data_dir, tmp_path, command):
+    args = {
+        "eval": eval_args(model_dir, data_dir),
+        "candidates": ["candidates", "--base", model_dir, "--data_dir", data_dir, "--tasks", "piqa"],
+        "dataset": [
+            "dataset",
+            "--candidates",
+            write_candidates(tmp_path / "c.yaml", model_dir),
+            "--data_dir",
+            data_dir,
+        ],
+    }[command]
+    out = tmp_path / "out" / "result"
+    args += ["--router_fraction", "1.5", "--output", out, "--overwrite", "true"]
+    fails(capsys, args, "option router_fraction", "1.5", output=out)
+
+
+@pytest.mark.parametrize("command", ["eval", "candidates", "dataset"])
+def test_output_whose_parent_is_a_file(capsys, model_dir, data_dir, tmp_path, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    args = {
+        "eval": eval_args(model_dir, data_dir),
+        "candidates": ["candidates", "--base", model_dir, "--data_dir", data_dir, "--tasks", "piqa"],
+        "dataset": [
+            "dataset",
+            "--candidates",
+            write_candidates(tmp_path / "c.yaml", model_dir),
+            "--data_dir",
+            data_dir,
+        ],
+    }[command]
+    fails(capsys, [*args, "--output", blocker / "sub" / "out"], "option output", f"{blocker} is a file, not a folder")
+
+
+def test_malformed_candidate_file_for_dataset(capsys, data_dir, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"base_model": "x", "num_blocks": 6, "num_omit": 2, "candidates": [{"omit": [1]}]}))
+    out = tmp_path / "ds"
+    fails(
+        capsys, ["dataset", "--candidates", bad, "--data_dir", data_dir, "--output", out], bad, "at least 2 candidates"
+    )
+
+
+# ------------------------------------------------------------------------------------------------- more cases
+@pytest.mark.parametrize("tasks", ["", "[]", "piqa,,boolq"])
+def test_empty_task_list(capsys, model_dir, data_dir, tasks):
+    fails(capsys, eval_args(model_dir, data_dir, "--tasks", tasks), "option tasks", "empty task name")
+
+
+def test_task_with_no_items_is_an_error_not_nan(capsys, model_dir, tmp_path):
+    data = write_piqa(tmp_path / "empty", rows=[], labels=[])
+    fails(capsys, eval_args(model_dir, data), "piqa: no evaluation items")
+
+
+def test_non_utf8_data_file(capsys, model_dir, data_dir):
+    path = data_dir / "piqa" / "valid.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b"dry", b"dr\xff")
+    path.write_bytes(b"\n".join(lines))
+    fails(capsys, eval_args(model_dir, data_dir), f"{path}, line 3", "not UTF-8", "0xff")
+
+
+def test_omit_with_candidates(capsys, model_dir, data_dir, tmp_path):
+    cands = write_candidates(tmp_path / "c.yaml", model_dir)
+    fails(capsys, eval_args(model_dir, data_dir, "--omit", "1", "--candidates", cands), "options omit and candidates")
+
+
+@pytest.mark.parametrize("command", ["eval", "dataset"])
+def test_candidate_file_for_another_base_model(capsys, model_dir, data_dir, tmp_path, command):
+    other = write_candidates(tmp_path / "other.yaml", "some/other-model")
+    deeper = write_candidates(tmp_path / "deeper.yaml", model_dir, num_blocks=30)
+    for path, message in ((other, "made for base model 'some/other-model'"), (deeper, "'num_blocks' is 30")):
+        if command == "eval":
+            args = eval_args(model_dir, data_dir, "--candidates", path)
+        else:
+            args = ["dataset", "--candidates", path, "--base", model_dir, "--data_dir", data_dir]
+            args += ["--output", tmp_path / "ds", "--tasks", "piqa"]
+        fails(capsys, args, path, message)
+
+
+def test_existing_output_needs_overwrite(capsys, model_dir, data_dir, tmp_path):
+    out = tmp_path / "res.json"
+    fails(capsys, eval_args(model_dir, data_dir, "--output", out), "option output", "--overwrite", output=out)
+    cands = tmp_path / "cands.yaml"
+    args = ["candidates", "--base", model_dir, "--data_dir", data_dir, "--tasks", "piqa", "--output", cands]
+    fails(capsys, args, "option output", "--overwrite", output=cands)
+
+
+def test_nan_only_router_scores(capsys, data_dir, tmp_path):
+    from pudding.candidates import file_hash
+    from pudding.routerdata.scores import META_KEY, SCORES_FORMAT
+    from pudding.routerdata.units import items_digest
+    from pudding.tasks import DataOptions, router_items
+
+    cands = write_candidates(tmp_path / "c.yaml", "tiny")
+    items, _ = router_items("piqa", DataOptions(data_dir=str(data_dir)))
+    meta = {
+        "candidates_sha256": file_hash(cands),
+        "candidates_file": str(cands),
+        "num_candidates": 2,
+        "tasks": ["piqa"],
+        "router_splits": {"piqa": "validation"},
+        "items_sha256": {"piqa": items_digest({"piqa": items})},
+        "router_fraction": 0.5,
+        "split_seed": 0,
+        "limit": None,
+    }
+    nan = [math.nan, math.nan]
+    table = pa.table(
+        {
+            "task": ["piqa"] * len(items),
+            "item_id": [item.item_id for item in items],
+            "scores": pa.array([nan] * len(items), type=pa.list_(pa.float32(), 2)),
+            "dense_score": pa.array([math.nan] * len(items), type=pa.float32()),
+        }
+    ).replace_schema_metadata({META_KEY: json.dumps({"format": SCORES_FORMAT, "dataset_meta": meta}).encode()})
+    scores = tmp_path / "scores.parquet"
+    pq.write_table(table, scores)
+    out = tmp_path / "ds"
+    args = ["dataset", "--scores", scores, "--candidates", cands, "--data_dir", data_dir, "--output", out]
+    fails(capsys, args, scores, f"none of the {len(items)} rows has finite scores", items[0].item_id)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------- the wrapper
+def test_debug_shows_the_traceback_and_bugs_keep_theirs(monkeypatch, model_dir, data_dir):
+    with pytest.raises(PuddingError, match="option limit"):
+        pudding([str(a) for a in eval_args(model_dir, data_dir, "--limit", "0", "--debug")])
+    monkeypatch.setenv("PUDDING_DEBUG", "1")
+    with pytest.raises(PuddingError, match="option limit"):
+        pudding([str(a) for a in eval_args(model_dir, data_dir, "--limit", "0")])
+
+    def bug(argv):
+        raise KeyError("a bug")
+
+    monkeypatch.delenv("PUDDING_DEBUG")
+    with pytest.raises(KeyError):
+        run_command("pudding x", bug, [])
+
+
+def test_os_error_on_a_named_path_is_one_line(capsys, tmp_path):
+    def unreadable(argv):
+        open(tmp_path / "missing.txt")  # noqa: SIM115
+
+    with pytest.raises(SystemExit) as exc:
+        run_command("pudding x", unreadable, [])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == f"pudding x: error: {tmp_path / 'missing.txt'}: No such file or directory\n"
+
+
+def test_real_process_prints_one_line_and_exits_2(model_dir, data_dir):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("PUDDING_DEBUG", None)
+    args = [sys.executable, "-m", "pudding.cli", *map(str, eval_args(model_dir, data_dir, "--omit", "99"))]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "pudding eval: error: option omit: omission set [99]: block indices [99] are outside 0..5 "
+        f"(base model {str(model_dir)!r} has 6 blocks)"
+    ]
