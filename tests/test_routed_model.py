@@ -163,8 +163,9 @@ def test_eval_bundle_table_routed_row_equals_direct_scoring(routed, shared_data,
         output=tmp_path / "results",
         log=lambda _: None,
     )
-    rows = {row["kind"]: row for row in report["rows"]}
-    assert [r["kind"] for r in report["rows"]][-4:] == ["sleb", "random", "oracle", "routed"]
+    rows = {kind: {"results": report["results"][name]} for name, kind in report["kinds"].items()}
+    assert list(report["kinds"].values())[-4:] == ["sleb", "random", "oracle", "routed"]
+    assert set(report) >= {"results", "average", "omission_sets", "config", "seconds"}  # pudding eval's shape
     for task in ("piqa", "arc_easy"):
         items = eval_items(task, options)[0][:6]
         choices = routed.router.route_texts([item.router_text for item in items])
@@ -198,3 +199,28 @@ def test_quickstart_notebook_runs_on_a_tiny_configuration(routed, shared_data, t
     out = capsys.readouterr().out
     assert "skips blocks" in out and "PuDDing (router)" in out and "gold:" in out
     assert (tmp_path / "results.png").is_file()
+
+
+def test_eval_bundle_command_checks_before_loading_and_writes_the_table(routed, shared_data, tmp_path, capsys):
+    from pudding.cli import main
+
+    common = ["eval", "--tasks", "piqa", "--limit", "3", "--data_dir", str(shared_data), "--dtype", "float32"]
+    common += ["--outcomes_dir", str(tmp_path / "outcomes"), "--sleb_samples", "1", "--device", "cpu"]
+    bad = [
+        (["--bundle", str(tmp_path / "nowhere")], "does not exist"),
+        (["--bundle", str(routed.bundle_dir), "--omit", "1,2"], "drop --candidates and --omit"),
+        (["--bundle", str(routed.bundle_dir), "--corpus", str(tmp_path / "no.txt")], "option corpus"),
+    ]
+    for extra, message in bad:
+        with pytest.raises(SystemExit) as exc:
+            main([*common, *extra, "--output", str(tmp_path / "r.json")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1 and message in err[0], err
+    out = tmp_path / "r.json"
+    main([*common, "--bundle", str(routed.bundle_dir), "--base", routed.lm.name, "--output", str(out)])
+    assert "PuDDing (router)" in capsys.readouterr().out
+    assert all(out.with_suffix(s).is_file() for s in (".json", ".md", ".csv", ".png"))
+    before = out.read_bytes()
+    with pytest.raises(SystemExit) as exc:  # an existing result is kept unless --overwrite
+        main([*common, "--bundle", str(routed.bundle_dir), "--base", routed.lm.name, "--output", str(out)])
+    assert exc.value.code == 2 and "exists" in capsys.readouterr().err and out.read_bytes() == before

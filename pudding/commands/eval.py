@@ -24,7 +24,7 @@ from pudding.errors import OptionError, run_command
 from pudding.evaluation import average
 from pudding.io import atomic_write_json
 from pudding.models.dtype import DTYPE_NAMES
-from pudding.models.loading import BaseModelError, load_base
+from pudding.models.loading import BaseModelError, base_num_blocks, load_base
 from pudding.options import as_int_list
 from pudding.outcomes import evaluate_sets
 from pudding.scoring import Scorer
@@ -40,6 +40,7 @@ def evaluate(
     data_dir: str | None = None,
     omit: list[int] | str = "",
     candidates: str | None = None,
+    bundle: str | None = None,
     output: str | None = None,
     overwrite: bool = False,
     dtype: str = "auto",
@@ -50,6 +51,10 @@ def evaluate(
     average_metric: str = "acc",
     cache_dir: str = "checkpoints/base_models",
     progress: bool = True,
+    sleb: bool = True,
+    sleb_samples: int = 16,
+    corpus: str | None = None,
+    outcomes_dir: str = "checkpoints/eval_outcomes",
 ) -> dict:
     """Evaluate a base model on zero-shot tasks.
 
@@ -64,6 +69,10 @@ def evaluate(
         omit: Blocks to skip (0-based), YAML list or comma-separated; empty is the dense model.
         candidates: A candidate file from ``pudding candidates``: evaluate the dense model and every candidate as a
             static omission set, and print a task × candidate table (``omit`` must then be empty).
+        bundle: A router bundle (from ``pudding-train fit``): evaluate routed pruning (PuDDing) against the dense
+            model, every candidate, the best static candidate, SLEB, random and oracle routing, in one table; writes
+            ``output`` (default ``checkpoints/eval/results.json``) plus ``.md``, ``.csv`` and ``.png`` beside it.
+            ``base`` defaults to the bundle's base model; another one must have the same number of blocks.
         output: Write the results as JSON here (atomically); checked before any work starts.
         overwrite: Replace an existing ``output`` file (without it an existing file is an error, found up front).
         dtype: Model dtype: auto (the fast one here: bfloat16 on CUDA and on CPUs with AMX, else float32; the
@@ -76,6 +85,10 @@ def evaluate(
         average_metric: Metric averaged over tasks: acc or acc_norm (tasks without acc_norm use acc).
         cache_dir: Where de-quantised GGUF weights are cached.
         progress: Show a progress bar while scoring.
+        sleb: With ``bundle``: add the SLEB row (one task-agnostic set from the greedy search on perplexity).
+        sleb_samples: Texts per task pooled for SLEB's perplexity (router items, never evaluation items).
+        corpus: A text file (blank-line separated paragraphs) for SLEB's perplexity instead of the pooled text.
+        outcomes_dir: With ``bundle``: where per-item outcomes and the SLEB search are kept (a killed run resumes).
     """
     started = time.perf_counter()
     # ---- every check that needs no model: options, output, candidate file vs base model, task data
@@ -91,6 +104,27 @@ def evaluate(
         raise OptionError(f"option dtype: {dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
     if candidates and omit_list:
         raise OptionError("options omit and candidates exclude each other: --candidates evaluates its own sets")
+    if bundle is not None:
+        if candidates or omit_list:
+            raise OptionError("option bundle evaluates the bundle's own candidates; drop --candidates and --omit")
+        return evaluate_routed(
+            bundle,
+            task_names,
+            limit,
+            base,
+            data_dir,
+            output,
+            overwrite,
+            dtype,
+            device,
+            batch_tokens,
+            DataOptions(data_dir=data_dir, router_fraction=router_fraction, split_seed=split_seed),
+            cache_dir,
+            sleb,
+            sleb_samples,
+            corpus,
+            outcomes_dir,
+        )
     if output:
         check_output(output, overwrite)
     cset = load_candidates(candidates) if candidates else None
@@ -151,6 +185,62 @@ def evaluate(
         atomic_write_json(Path(output), report)
         print(f"wrote {output}")
     return report
+
+
+def evaluate_routed(
+    bundle: str,
+    tasks: list[str],
+    limit: int | None,
+    base: str | None,
+    data_dir: str | None,
+    output: str | None,
+    overwrite: bool,
+    dtype: str,
+    device: str,
+    batch_tokens: int,
+    opts: DataOptions,
+    cache_dir: str,
+    sleb: bool,
+    sleb_samples: int,
+    corpus: str | None,
+    outcomes_dir: str,
+) -> dict:
+    """``--bundle``: check the bundle, output and corpus first, then :func:`pudding.routed.evaluate.evaluate_bundle`."""
+    from pudding.routed.evaluate import evaluate_bundle
+    from pudding.router.bundle import BundleError, check_bundle_files
+
+    check_bundle_files(bundle)
+    out = Path(output or "checkpoints/eval/results.json")
+    for suffix in (".json", ".md", ".csv", ".png"):
+        check_output(out.with_suffix(suffix), overwrite)
+    if sleb_samples < 1:
+        raise OptionError(f"option sleb_samples: must be at least 1, got {sleb_samples}")
+    if corpus is not None and not Path(corpus).is_file():
+        raise OptionError(f"option corpus: {corpus} is not a file")
+    cset = load_candidates(Path(bundle) / "candidates.yaml")
+    base_name = base if base is not None else cset.base_model
+    num_blocks = base_num_blocks(base_name, cache_dir)
+    if num_blocks != cset.num_blocks:  # another base model is allowed (a fine-tune, say) if its depth is the same
+        raise BundleError(
+            f"router bundle {bundle}: candidates are for {cset.base_model!r} with {cset.num_blocks} blocks, "
+            f"base model {base_name!r} has {num_blocks}"
+        )
+    return evaluate_bundle(
+        bundle,
+        tasks,
+        opts,
+        limit=limit,
+        base=base_name,
+        dtype=dtype,
+        device=device,
+        batch_tokens=batch_tokens,
+        cache_dir=cache_dir,
+        outcomes_dir=outcomes_dir,
+        sleb=sleb,
+        sleb_samples=sleb_samples,
+        corpus=corpus,
+        output=out.with_suffix(""),
+    )
 
 
 def format_table(table: dict[str, dict[str, dict]], metric: str) -> str:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pudding.errors import OptionError
 from pudding.io import atomic_write_json, atomic_write_text
 from pudding.models.adapters import get_layers
 from pudding.models.loading import DEFAULT_CACHE_DIR, load_base
@@ -20,15 +21,15 @@ from pudding.outcomes import compute_outcomes
 from pudding.routed.table import build_rows, csv_table, markdown_table, plot_results, routing_histogram, text_table
 from pudding.scoring import Scorer
 from pudding.search.sleb import sleb_search, sleb_texts
-from pudding.tasks import DataOptions, eval_items
+from pudding.tasks import DataOptions, TaskDataError, eval_items
 
 
-def check_split(meta: dict, options: DataOptions, tasks: Sequence[str]) -> None:
+def check_split(meta: dict, options: DataOptions) -> None:
     """Refuse evaluation items that could overlap the router's training data (other router_fraction/split_seed)."""
     for key in ("router_fraction", "split_seed"):
         trained = meta.get(key)
         if trained is not None and trained != getattr(options, key):
-            raise ValueError(
+            raise OptionError(
                 f"option {key}: the router was trained on data built with {key}={trained}, not {getattr(options, key)}"
                 "; evaluating with another split would test on training items"
             )
@@ -51,21 +52,26 @@ def evaluate_bundle(
     output: str | Path = "checkpoints/eval_bundle/results",
     log=print,
 ) -> dict:
-    """Evaluate a router bundle and every baseline; write ``<output>.{json,md,csv,png}``; return the report."""
+    """Evaluate a router bundle and every baseline; write ``<output>.{json,md,csv,png}``; return the report.
+
+    The JSON has the shape ``pudding eval`` writes in every mode (``results[row][task]``, ``average[row]``,
+    ``omission_sets[row]`` (None where the set varies per item), ``config``, ``seconds``) plus ``blocks_kept[row]``,
+    ``kinds[row]``, ``routing_histogram[task]`` and ``candidate_names``.
+    """
     from pudding.router.bundle import load_bundle
 
     started = time.perf_counter()
     bundle_dir = Path(bundle)
     meta_path = bundle_dir / "dataset_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    check_split(meta, options, tasks)
+    check_split(meta, options)
     items_by_task = {}
     for task in tasks:
         items, note = eval_items(task, options)
         log(note)
         items_by_task[task] = items[:limit] if limit else items
         if not items_by_task[task]:
-            raise ValueError(f"{task}: no evaluation items ({note})")
+            raise TaskDataError(f"{task}: no evaluation items ({note})")
     from pudding.candidates import load_candidates
 
     cset = load_candidates(bundle_dir / "candidates.yaml")
@@ -97,8 +103,11 @@ def evaluate_bundle(
     rows = build_rows(outcomes, names, sets, choices, int(config["best_static"]), cset.num_blocks, sleb=sleb_set)
     histogram = routing_histogram(choices, len(sets))
     report = {
-        "format": "pudding-eval-bundle/1",
-        "rows": [row.to_dict() for row in rows],
+        "results": {row.name: row.results for row in rows},
+        "average": {row.name: row.average for row in rows},
+        "omission_sets": {row.name: row.omit for row in rows},
+        "blocks_kept": {row.name: row.blocks_kept for row in rows},
+        "kinds": {row.name: row.kind for row in rows},
         "routing_histogram": histogram,
         "candidate_names": names,
         "config": {

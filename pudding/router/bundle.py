@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pudding.candidates import Candidate, CandidateSet, file_hash, load_candidates
+from pudding.errors import PuddingError
 from pudding.io import atomic_write_json
 
 BUNDLE_FORMAT = 1
@@ -42,7 +43,7 @@ REQUIRED = (WEIGHTS, CONFIG, f"{ENCODER_DIR}/config.json", CANDIDATES, DATA_META
 VERSIONED = ("pudding", "torch", "lightning", "transformers", "torchmetrics", "safetensors")
 
 
-class BundleError(ValueError):
+class BundleError(PuddingError):
     """A bundle that cannot be written or used: missing file, mismatch (both sides named), existing output."""
 
 
@@ -160,6 +161,17 @@ def export_bundle(
     return output
 
 
+def check_bundle_files(folder: str | Path) -> Path:
+    """The bundle folder exists and holds every required file (a cheap check commands run before loading models)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BundleError(f"router bundle {folder} does not exist")
+    for name in REQUIRED:
+        if not (folder / name).is_file():
+            raise BundleError(f"router bundle {folder}: file {name} is missing")
+    return folder
+
+
 def load_bundle(folder: str | Path, base_num_blocks: int | None = None):
     """A ready router (``predict_texts`` / ``route_texts``, eval mode, CPU) and its ``router.json`` metadata.
 
@@ -168,12 +180,7 @@ def load_bundle(folder: str | Path, base_num_blocks: int | None = None):
     """
     from pudding.router.module import RouterModule
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise BundleError(f"router bundle {folder} does not exist")
-    for name in REQUIRED:
-        if not (folder / name).is_file():
-            raise BundleError(f"router bundle {folder}: file {name} is missing")
+    folder = check_bundle_files(folder)
     try:
         config = json.loads((folder / CONFIG).read_text())
     except json.JSONDecodeError as exc:

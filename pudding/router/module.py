@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
+from pudding.errors import PuddingError
 from pudding.router.metrics import SCALARS, make_metrics, reference_regrets
 from pudding.router.static import best_static_index
 from pudding.routerdata.datamodule import resolve_router
@@ -24,7 +25,7 @@ from pudding.routerdata.datamodule import resolve_router
 LOSSES = ("mse", "huber", "listnet")
 
 
-class RouterModelError(ValueError):
+class RouterModelError(PuddingError):
     """The router encoder cannot be loaded, or a router does not match its data (one line, naming both)."""
 
 
