@@ -164,6 +164,10 @@ def test_short_fit_logs_metrics_checkpoints_and_exports_the_best(setup, tmp_path
     assert len(events.Scalars("val/regret")) == 2  # once per epoch
     assert "val/choice" in events.Tags()["histograms"]
 
+    # validate / test / predict restore the checkpoint (K from the data, weights from the file) and run.
+    for sub in ("validate", "test", "predict"):
+        main([sub, *cli_args(setup, "--ckpt_path", str(ckpts[0]), "--trainer.logger", "false")])
+
     # Any checkpoint exports the same bundle weights through the export command.
     main(["export", str(ckpts[0]), "--output", str(tmp_path / "again")])
     texts = ["Question: the cat?\nAnswer:", "Question: a quick red river and the slow blue stone?\nAnswer:"]
@@ -198,6 +202,15 @@ def test_bad_input_is_one_line_and_status_2(setup, tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and expected in err[-1] and err[-1].startswith("pudding-train: error:")
     assert not (tmp_path / "checkpoints" / "router" / "bundle").exists()
+
+
+def test_debug_shows_the_traceback(setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RouterModelError):
+        main(["fit", *cli_args(setup, "--model.encoder", "/nonexistent/enc"), "--debug"])
+    monkeypatch.setenv("PUDDING_DEBUG", "1")
+    with pytest.raises(RouterModelError):
+        main(["fit", *cli_args(setup, "--model.encoder", "/nonexistent/enc")])
 
 
 def test_mixed_candidate_files_and_not_a_dataset_are_refused(setup, tmp_path, monkeypatch, capsys):

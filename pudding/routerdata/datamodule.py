@@ -319,8 +319,13 @@ class RouterDataModule(LightningDataModule):
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader | list:
-        """The validation split, in length order; ``predict_step`` returns the router's [B, K] predictions."""
-        return self.val_dataloader()
+        """The validation split in stored order; ``predict_step`` returns the router's [B, K] predictions."""
+        self._require_setup()
+        if not self.val_set:
+            return []
+        return DataLoader(
+            self.val_set, batch_size=self.batch_size, collate_fn=self._collator(), num_workers=self.num_workers
+        )
 
 
 def split_items(keys: Sequence[tuple[str, str]], val_fraction: float, seed: int) -> set[tuple[str, str]]:
