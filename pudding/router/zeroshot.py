@@ -41,10 +41,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from pudding.evaluation import average
 from pudding.io import atomic_write_json
 from pudding.models.dtype import choose_dtype
-from pudding.models.loading import DEFAULT_CACHE_DIR, load_base
+from pudding.models.loading import DEFAULT_CACHE_DIR, load_base, resolve_device
 from pudding.outcomes import DEFAULT_CHUNK_ITEMS, Outcomes, compute_outcomes, items_key, set_key
 from pudding.router.static import best_static_index
-from pudding.routerdata.store import read_meta
+from pudding.routerdata.store import load_router_dataset, read_meta
 from pudding.scoring import Scorer
 from pudding.tasks import DataOptions, Item, eval_items, get_task, parse_task_list
 
@@ -231,6 +231,9 @@ class ZeroShotEvalCallback(Callback):
         self.last_choices: dict[str, list[int]] = {}
         self.history: list[dict[str, float]] = []
         self.table_path: Path | None = None
+        self._key = ""
+        self._identity: dict = {}
+        self._base, self._dtype, self._device = "", "", torch.device("cpu")
 
     # ---------------------------------------------------------------------------------------------- hooks
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -254,39 +257,10 @@ class ZeroShotEvalCallback(Callback):
                 "ZeroShotEvalCallback needs a datamodule whose `meta` holds the router dataset's metadata "
                 "(RouterDataModule after setup)"
             )
-        sets = [tuple(int(b) for b in s) for s in pl_module.omission_sets]
-        meta_sets = [tuple(int(b) for b in s) for s in meta.get("omission_sets", sets)]
-        if sets != meta_sets:
-            raise ZeroShotError(
-                f"ZeroShotEvalCallback: the module's {len(sets)} omission sets differ from the router dataset's "
-                f"{len(meta_sets)} ({meta.get('candidates_file', 'candidate file unknown')})"
-            )
-        self.set_keys = [set_key(s) for s in sets]
-        self.items = self._load_items(meta, data)
-        base = self.base or meta["base_model"]
         device = pl_module.device if self.device == "auto" else torch.device(self.device)
-        dtype = choose_dtype(self.dtype, device).name
-        identity = {
-            "format": TABLE_FORMAT,
-            "base": base,
-            "dtype": dtype,
-            "device_type": device.type,
-            "candidates_sha256": meta.get("candidates_sha256"),
-            "omission_sets": [list(s) for s in sets],
-            "batch_tokens": self.batch_tokens,
-            "chunk_items": self.chunk_items,
-            "items": {task: items_key(items) for task, items in self.items.items()},
-        }
-        key = table_key(identity)
-        self.table_path = self.cache_dir / f"table-{key[:16]}.json"
-        outcomes = None
-        if trainer.is_global_zero:
-            outcomes = load_table(self.table_path, key)
-            if outcomes is None:
-                outcomes = self._compute(base, dtype, device, sets)
-                save_table(self.table_path, key, identity, outcomes)
-            else:
-                rank_zero_info(f"[zeroshot] outcomes loaded from {self.table_path}")
+        rows = [*getattr(data, "train_set", []), *getattr(data, "val_set", [])]
+        sets = self.plan(meta, rows, pl_module.omission_sets, device)
+        outcomes = self.load_or_compute(sets) if trainer.is_global_zero else None
         outcomes = trainer.strategy.broadcast(outcomes, src=0)
         best = self._best_static(pl_module, data)
         refs = reference_accuracies(outcomes, self.set_keys, best, self.metric)
@@ -298,7 +272,50 @@ class ZeroShotEvalCallback(Callback):
         shown = ", ".join(f"{name} {100 * self.references[f'zeroshot_ref/{name}']:.2f}" for name in REFERENCES)
         rank_zero_info(f"[zeroshot] {sum(map(len, self.items.values()))} items; references (acc %): {shown}")
 
-    def _load_items(self, meta: dict, data: Any) -> dict[str, list[Item]]:
+    def plan(self, meta: dict, rows: Sequence[dict], omission_sets: Sequence[Sequence[int]], device: torch.device):
+        """Load the items, check them and the sets against the router dataset, and fix the table's key and path.
+
+        ``rows`` are the router dataset's rows (``task``, ``item_id``): no evaluation item may be one of them.
+        Returns the omission sets as tuples.
+        """
+        sets = [tuple(int(b) for b in s) for s in omission_sets]
+        meta_sets = [tuple(int(b) for b in s) for s in meta.get("omission_sets", sets)]
+        if sets != meta_sets:
+            raise ZeroShotError(
+                f"ZeroShotEvalCallback: the module's {len(sets)} omission sets differ from the router dataset's "
+                f"{len(meta_sets)} ({meta.get('candidates_file', 'candidate file unknown')})"
+            )
+        self.set_keys = [set_key(s) for s in sets]
+        self.items = self._load_items(meta, rows)
+        self._base = self.base or meta["base_model"]
+        self._device = device
+        self._dtype = choose_dtype(self.dtype, device).name
+        self._identity = {
+            "format": TABLE_FORMAT,
+            "base": self._base,
+            "dtype": self._dtype,
+            "device_type": device.type,
+            "candidates_sha256": meta.get("candidates_sha256"),
+            "omission_sets": [list(s) for s in sets],
+            "batch_tokens": self.batch_tokens,
+            "chunk_items": self.chunk_items,
+            "items": {task: items_key(items) for task, items in self.items.items()},
+        }
+        self._key = table_key(self._identity)
+        self.table_path = self.cache_dir / f"table-{self._key[:16]}.json"
+        return sets
+
+    def load_or_compute(self, sets: list[tuple[int, ...]]) -> dict[str, Outcomes]:
+        """The outcome table of :meth:`plan`'s key: read from ``cache_dir``, or computed with the LLM and saved."""
+        outcomes = load_table(self.table_path, self._key)
+        if outcomes is not None:
+            rank_zero_info(f"[zeroshot] outcomes loaded from {self.table_path}")
+            return outcomes
+        outcomes = self._compute(self._base, self._dtype, self._device, sets)
+        save_table(self.table_path, self._key, self._identity, outcomes)
+        return outcomes
+
+    def _load_items(self, meta: dict, rows: Sequence[dict]) -> dict[str, list[Item]]:
         splits = dataset_split_options(meta)
         tasks = self.tasks or tuple(splits)
         if not tasks:
@@ -315,7 +332,6 @@ class ZeroShotEvalCallback(Callback):
                 )
             task_items, _ = eval_items(task, DataOptions(self.data_dir, float(fraction), int(seed)))
             items[task] = task_items[: self.limit] if self.limit else task_items
-        rows = [*getattr(data, "train_set", []), *getattr(data, "val_set", [])]
         used = {(row["task"], row["item_id"]) for row in rows}
         for task, task_items in items.items():
             leaked = [item.item_id for item in task_items if (task, item.item_id) in used]
@@ -398,3 +414,79 @@ class ZeroShotEvalCallback(Callback):
             f"oracle {100 * self.references['zeroshot_ref/oracle']:.2f})"
         )
         return results
+
+
+# ------------------------------------------------------------------------------------------ ahead of training
+
+
+def precompute(
+    datasets: list[str] | str,
+    tasks: list[str] | str | None = None,
+    limit: int | None = 200,
+    data_dir: str | None = None,
+    base: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    batch_tokens: int = 1024,
+    cache_dir: str = DEFAULT_ZEROSHOT_CACHE,
+    model_cache_dir: str = str(DEFAULT_CACHE_DIR),
+    router_fraction: float | None = None,
+    split_seed: int | None = None,
+    chunk_items: int = DEFAULT_CHUNK_ITEMS,
+) -> str:
+    """Compute the callback's outcome table before training, so the first validation epoch only loads it.
+
+    Takes the router dataset(s) training will use and the callback's options (same meaning, same defaults; device
+    auto is CUDA when available, else CPU, which is the device a default run trains the router on). Writes the
+    table under ``cache_dir`` with the key the callback computes, prints and returns its path.
+
+    Args:
+        datasets: The router dataset(s) given to ``--data.datasets`` (YAML list or comma-separated).
+        tasks: Tasks to evaluate; None: every task of the router dataset.
+        limit: The first ``limit`` evaluation items of each task (None: all).
+        data_dir: Folder of the original benchmark files (layout of ``../shared/data``); None reads the hub.
+        base: Base LLM; None: the router dataset's ``base_model``.
+        dtype: LLM dtype: auto, float32, bfloat16 or float16.
+        device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N.
+        batch_tokens: Upper bound on rows × padded length per LLM forward pass.
+        cache_dir: Where the table (and its per-chunk shards) go; the callback's ``cache_dir``.
+        model_cache_dir: Where de-quantised GGUF weights are cached.
+        router_fraction: None: the router dataset's value (see the callback).
+        split_seed: None: the router dataset's value (see the callback).
+        chunk_items: Items scored together per shard.
+    """
+    paths = [p.strip() for p in datasets.split(",")] if isinstance(datasets, str) else [str(p) for p in datasets]
+    meta = {**read_meta(paths[0]), "datasets": paths}
+    rows = []
+    for path in paths:
+        dataset, _ = load_router_dataset(path)
+        rows.extend(dataset.select_columns(["task", "item_id"]).to_list())
+    callback = ZeroShotEvalCallback(
+        tasks=tasks,
+        limit=limit,
+        data_dir=data_dir,
+        base=base,
+        dtype=dtype,
+        device=device,
+        batch_tokens=batch_tokens,
+        cache_dir=cache_dir,
+        model_cache_dir=model_cache_dir,
+        router_fraction=router_fraction,
+        split_seed=split_seed,
+        chunk_items=chunk_items,
+    )
+    sets = callback.plan(meta, rows, meta["omission_sets"], resolve_device(device))
+    callback.load_or_compute(sets)
+    print(f"[zeroshot] outcome table: {callback.table_path}")
+    return str(callback.table_path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pudding.router.zeroshot <router dataset> --data_dir ../shared/data`` (see :func:`precompute`)."""
+    from jsonargparse import CLI
+
+    CLI(precompute, args=argv)
+
+
+if __name__ == "__main__":
+    main()
