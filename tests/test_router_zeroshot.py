@@ -264,6 +264,11 @@ def test_every_n_epochs_is_respected(setup, first_run, monkeypatch):
     cb = callback(setup, every_n_epochs=2)
     fit(setup, cb, max_epochs=5)
     assert [h["epoch"] for h in cb.history] == [1, 3]
+    # `validate` (no fit start) evaluates too, from the cached outcomes
+    cb = callback(setup)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, limit_val_batches=1, callbacks=[cb])
+    trainer.validate(FakeRouter(), datamodule=FakeData(setup["meta"], dataset_rows(setup["data"])))
+    assert cb.history == first_run[0].history[:1]
 
 
 def test_items_are_the_datasets_evaluation_items_and_a_leak_is_refused(setup, first_run):
