@@ -1,0 +1,492 @@
+"""Routed zero-shot accuracy while the router trains: a Lightning callback that needs the LLM only once.
+
+Routed pruning runs each evaluation item with one of the K candidate omission sets. So whether an item is answered
+correctly depends only on which set the router picks for it, and every set's outcome on every item can be computed
+once, before training, with the project's scoring engine (:func:`pudding.outcomes.compute_outcomes`, which shares
+block prefixes between the sets). Each evaluated epoch then only routes the items' prompts and looks the chosen sets'
+outcomes up: a few seconds of router inference instead of an LLM evaluation.
+
+The items are the tasks' evaluation items that never served the candidate search or the router data
+(:func:`pudding.tasks.eval_items` with the router dataset's own ``router_fraction`` and ``split_seed``), the first
+``limit`` of each task. Accuracies are fractions in [0, 1], as ``pudding eval`` writes them to JSON (its printed
+tables show percent); the task average is the mean of per-task accuracies (:func:`pudding.evaluation.average`).
+
+Logged per evaluated epoch: ``zeroshot/<task>`` and ``zeroshot/average`` (the router's choices), and the reference
+lines ``zeroshot_ref/{dense,best_static,random,oracle}`` (task averages) and ``zeroshot_ref/<ref>/<task>``. The
+references are computed once; they are logged with every evaluation so TensorBoard draws them as flat lines beside
+the routed curve. ``best_static`` is the module's best static candidate, picked on router-training rows (never on
+these evaluation labels); ``random`` is the expected accuracy of choosing a candidate uniformly at random (the mean
+of the static accuracies); ``oracle`` counts an item correct when any candidate answers it.
+
+The outcomes are cached under ``cache_dir`` in one small JSON table whose key covers the base model, the resolved
+dtype, the device type, the candidate file's sha256, the omission sets, the scoring batch budget and a digest of
+every item; a later run with the same key loads it without loading the LLM. While computing, each chunk of items is
+also kept as a :mod:`pudding.outcomes` shard, so an interrupted computation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+
+from pudding.evaluation import average
+from pudding.io import atomic_write_json
+from pudding.models.dtype import choose_dtype
+from pudding.models.loading import DEFAULT_CACHE_DIR, load_base, resolve_device
+from pudding.outcomes import DEFAULT_CHUNK_ITEMS, Outcomes, compute_outcomes, items_key, set_key
+from pudding.router.static import best_static_index
+from pudding.routerdata.store import load_router_dataset, read_meta
+from pudding.scoring import Scorer
+from pudding.tasks import DataOptions, Item, eval_items, get_task, parse_task_list
+
+TABLE_FORMAT = 1
+REFERENCES = ("dense", "best_static", "random", "oracle")
+DEFAULT_ZEROSHOT_CACHE = str(Path("checkpoints") / "router" / "zeroshot_cache")
+
+
+class ZeroShotError(ValueError):
+    """The callback cannot evaluate: missing dataset metadata, mismatched candidates, or leaking items."""
+
+
+# ------------------------------------------------------------------------------------------------ pure parts
+
+
+def task_metric(task: str, metric: str) -> str:
+    """``metric`` where the task reports it, else ``acc`` (BoolQ has no ``acc_norm``), as :func:`average` does."""
+    return metric if metric in get_task(task).metrics else "acc"
+
+
+def reference_accuracies(
+    outcomes: dict[str, Outcomes], keys: Sequence[str], best_static: int, metric: str = "acc"
+) -> dict[str, dict[str, float]]:
+    """Per reference (dense, best_static, random, oracle), per task: accuracy on the outcomes' items (a fraction).
+
+    ``keys`` are the candidates' set keys in candidate order; the dense model is the set key ``""``.
+    """
+    refs: dict[str, dict[str, float]] = {name: {} for name in REFERENCES}
+    for task, out in outcomes.items():
+        m = task_metric(task, metric)
+        static = np.stack([out.correct(k, m) for k in keys])  # [K, N]
+        refs["dense"][task] = float(out.correct(set_key(()), m).mean())
+        refs["best_static"][task] = float(static[best_static].mean())
+        refs["random"][task] = float(static.mean(axis=1).mean())
+        refs["oracle"][task] = float(static.any(axis=0).mean())
+    return refs
+
+
+def routed_accuracies(
+    outcomes: dict[str, Outcomes], keys: Sequence[str], choices: dict[str, Sequence[int]], metric: str = "acc"
+) -> dict[str, float]:
+    """Per task: accuracy when item ``i`` runs with candidate ``choices[task][i]`` (an index into ``keys``)."""
+    return {
+        task: float(out.routed([keys[c] for c in choices[task]], task_metric(task, metric)).mean())
+        for task, out in outcomes.items()
+    }
+
+
+def task_average(per_task: dict[str, float]) -> float:
+    """Mean over tasks of per-task accuracy, through the one definition :func:`pudding.evaluation.average`."""
+    return average({task: {"acc": value} for task, value in per_task.items()})
+
+
+def table_key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def save_table(path: Path, key: str, identity: dict, outcomes: dict[str, Outcomes]) -> None:
+    """Write every set's per-item predictions, per task, atomically (a few hundred kB for the default run)."""
+    tasks = {
+        task: {
+            "item_ids": out.item_ids,
+            "gold": out.gold.tolist(),
+            "pred": {k: v.tolist() for k, v in out.pred.items()},
+            "pred_norm": {k: v.tolist() for k, v in out.pred_norm.items()},
+        }
+        for task, out in outcomes.items()
+    }
+    atomic_write_json(path, {"format": TABLE_FORMAT, "key": key, "identity": identity, "tasks": tasks})
+
+
+def load_table(path: Path, key: str) -> dict[str, Outcomes] | None:
+    """The outcomes stored under ``key``, or None when the file is absent, unreadable or from other settings."""
+    if not path.is_file():
+        return None
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if table.get("key") != key or table.get("format") != TABLE_FORMAT:
+        return None
+    return {
+        task: Outcomes(
+            task,
+            list(t["item_ids"]),
+            np.asarray(t["gold"], dtype=np.int64),
+            {k: np.asarray(v, dtype=np.int64) for k, v in t["pred"].items()},
+            {k: np.asarray(v, dtype=np.int64) for k, v in t["pred_norm"].items()},
+        )
+        for task, t in table["tasks"].items()
+    }
+
+
+def dataset_split_options(meta: dict) -> dict[str, tuple[float, int]]:
+    """Task → (router_fraction, split_seed) the router data was built with, over every dataset the module loaded.
+
+    The datamodule's ``meta`` is its first dataset's metadata plus the list of ``datasets``; the others are read
+    from their folders, so a run that combines one dataset per task evaluates each task with its own split.
+    """
+    metas = [meta]
+    for path in meta.get("datasets", [])[1:]:
+        metas.append(read_meta(path))
+    out: dict[str, tuple[float, int]] = {}
+    for m in metas:
+        tasks = m.get("tasks") or list(m.get("rows_per_task", {}))
+        for task in tasks:
+            out.setdefault(task, (m.get("router_fraction"), m.get("split_seed")))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- callback
+
+
+class ZeroShotEvalCallback(Callback):
+    """Logs the zero-shot accuracy of routed pruning on held-out evaluation items at the end of validation epochs.
+
+    Needs a module with ``omission_sets``, ``best_static`` and ``route_texts(texts) -> list[int]``, and a datamodule
+    with the router dataset's ``meta`` (and ``train_set`` rows with raw ``scores``, used only when the module has
+    no ``best_static``). After each evaluation, ``last_results`` holds the routed accuracies just logged
+    (``zeroshot/<task>``, ``zeroshot/average``), ``references`` the reference lines, and ``history`` one entry per
+    evaluated epoch.
+
+    Args:
+        tasks: Tasks to evaluate (YAML list or comma-separated); None: every task of the router dataset.
+        limit: Evaluate the first ``limit`` evaluation items of each task (None: all of them).
+        every_n_epochs: Evaluate after every n-th validation epoch (1: every epoch). Sanity checking never counts.
+        data_dir: Folder of the original benchmark files (layout of ``../shared/data``); None reads the hub.
+        base: Base LLM the outcomes are computed with; None: the router dataset's ``base_model``.
+        dtype: LLM dtype: auto (fast one for the device, see ``pudding eval --help``), float32, bfloat16, float16.
+        device: Device for the one-time LLM scoring: auto (the device the router trains on), cpu, cuda, cuda:N.
+        batch_tokens: Upper bound on rows × padded length per LLM forward pass (memory knob).
+        cache_dir: Where the outcome table (and the resumable per-chunk shards) are kept.
+        model_cache_dir: Where de-quantised GGUF weights are cached (as in ``pudding eval``).
+        router_fraction: Share of each validation split reserved for router data; None: the router dataset's value.
+            Only change it if the dataset's metadata lacks it: another value would evaluate on router data.
+        split_seed: Seed of that reservation; None: the router dataset's value (same caveat).
+        metric: acc or acc_norm (tasks without acc_norm, e.g. BoolQ, use acc), as in ``pudding eval``.
+        chunk_items: Items scored together per shard when computing the outcomes.
+    """
+
+    def __init__(
+        self,
+        tasks: list[str] | str | None = None,
+        limit: int | None = 200,
+        every_n_epochs: int = 1,
+        data_dir: str | None = None,
+        base: str | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+        batch_tokens: int = 1024,
+        cache_dir: str = DEFAULT_ZEROSHOT_CACHE,
+        model_cache_dir: str = str(DEFAULT_CACHE_DIR),
+        router_fraction: float | None = None,
+        split_seed: int | None = None,
+        metric: Literal["acc", "acc_norm"] = "acc",
+        chunk_items: int = DEFAULT_CHUNK_ITEMS,
+    ) -> None:
+        super().__init__()
+        if limit is not None and limit < 1:
+            raise ValueError(f"ZeroShotEvalCallback option limit: must be a positive number of items, got {limit}")
+        if every_n_epochs < 1:
+            raise ValueError(f"ZeroShotEvalCallback option every_n_epochs: must be at least 1, got {every_n_epochs}")
+        if metric not in ("acc", "acc_norm"):
+            raise ValueError(f"ZeroShotEvalCallback option metric: {metric!r} is not acc or acc_norm")
+        self.tasks = None if tasks is None else parse_task_list(tasks)
+        self.limit = limit
+        self.every_n_epochs = every_n_epochs
+        self.data_dir = data_dir
+        self.base = base
+        self.dtype = dtype
+        self.device = device
+        self.batch_tokens = batch_tokens
+        self.cache_dir = Path(cache_dir)
+        self.model_cache_dir = model_cache_dir
+        self.router_fraction = router_fraction
+        self.split_seed = split_seed
+        self.metric = metric
+        self.chunk_items = chunk_items
+        self.items: dict[str, list[Item]] = {}
+        self.outcomes: dict[str, Outcomes] | None = None
+        self.set_keys: list[str] = []
+        self.references: dict[str, float] = {}
+        self.last_results: dict[str, float] = {}
+        self.last_choices: dict[str, list[int]] = {}
+        self.history: list[dict[str, float]] = []
+        self.table_path: Path | None = None
+        self._key = ""
+        self._identity: dict = {}
+        self._base, self._dtype, self._device = "", "", torch.device("cpu")
+
+    # ---------------------------------------------------------------------------------------------- hooks
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.prepare(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self.prepare(trainer, pl_module)
+        self.evaluate(trainer, pl_module)
+
+    # ---------------------------------------------------------------------------------------- once per run
+    def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Load the items and every candidate's outcomes on them (rank 0 computes, the others receive)."""
+        if self.outcomes is not None:
+            return
+        data = trainer.datamodule
+        meta = getattr(data, "meta", None)
+        if not meta:
+            raise ZeroShotError(
+                "ZeroShotEvalCallback needs a datamodule whose `meta` holds the router dataset's metadata "
+                "(RouterDataModule after setup)"
+            )
+        device = pl_module.device if self.device == "auto" else torch.device(self.device)
+        rows = [*getattr(data, "train_set", []), *getattr(data, "val_set", [])]
+        sets = self.plan(meta, rows, pl_module.omission_sets, device)
+        outcomes = self.load_or_compute(sets) if trainer.is_global_zero else None
+        outcomes = trainer.strategy.broadcast(outcomes, src=0)
+        best = self._best_static(pl_module, data)
+        refs = reference_accuracies(outcomes, self.set_keys, best, self.metric)
+        self.references = {}
+        for name, per_task in refs.items():
+            self.references[f"zeroshot_ref/{name}"] = task_average(per_task)
+            self.references |= {f"zeroshot_ref/{name}/{task}": value for task, value in per_task.items()}
+        self.outcomes = outcomes
+        shown = ", ".join(f"{name} {100 * self.references[f'zeroshot_ref/{name}']:.2f}" for name in REFERENCES)
+        rank_zero_info(f"[zeroshot] {sum(map(len, self.items.values()))} items; references (acc %): {shown}")
+
+    def plan(self, meta: dict, rows: Sequence[dict], omission_sets: Sequence[Sequence[int]], device: torch.device):
+        """Load the items, check them and the sets against the router dataset, and fix the table's key and path.
+
+        ``rows`` are the router dataset's rows (``task``, ``item_id``): no evaluation item may be one of them.
+        Returns the omission sets as tuples.
+        """
+        sets = [tuple(int(b) for b in s) for s in omission_sets]
+        meta_sets = [tuple(int(b) for b in s) for s in meta.get("omission_sets", sets)]
+        if sets != meta_sets:
+            raise ZeroShotError(
+                f"ZeroShotEvalCallback: the module's {len(sets)} omission sets differ from the router dataset's "
+                f"{len(meta_sets)} ({meta.get('candidates_file', 'candidate file unknown')})"
+            )
+        self.set_keys = [set_key(s) for s in sets]
+        self.items = self._load_items(meta, rows)
+        self._base = self.base or meta["base_model"]
+        self._device = device
+        self._dtype = choose_dtype(self.dtype, device).name
+        self._identity = {
+            "format": TABLE_FORMAT,
+            "base": self._base,
+            "dtype": self._dtype,
+            "device_type": device.type,
+            "candidates_sha256": meta.get("candidates_sha256"),
+            "omission_sets": [list(s) for s in sets],
+            "batch_tokens": self.batch_tokens,
+            "chunk_items": self.chunk_items,
+            "items": {task: items_key(items) for task, items in self.items.items()},
+        }
+        self._key = table_key(self._identity)
+        self.table_path = self.cache_dir / f"table-{self._key[:16]}.json"
+        return sets
+
+    def load_or_compute(self, sets: list[tuple[int, ...]]) -> dict[str, Outcomes]:
+        """The outcome table of :meth:`plan`'s key: read from ``cache_dir``, or computed with the LLM and saved."""
+        outcomes = load_table(self.table_path, self._key)
+        if outcomes is not None:
+            rank_zero_info(f"[zeroshot] outcomes loaded from {self.table_path}")
+            return outcomes
+        outcomes = self._compute(self._base, self._dtype, self._device, sets)
+        save_table(self.table_path, self._key, self._identity, outcomes)
+        return outcomes
+
+    def _load_items(self, meta: dict, rows: Sequence[dict]) -> dict[str, list[Item]]:
+        splits = dataset_split_options(meta)
+        tasks = self.tasks or tuple(splits)
+        if not tasks:
+            raise ZeroShotError("ZeroShotEvalCallback: the router dataset's metadata names no tasks; set `tasks`")
+        items: dict[str, list[Item]] = {}
+        for task in tasks:
+            fraction, seed = splits.get(task, (None, None))
+            fraction = self.router_fraction if self.router_fraction is not None else fraction
+            seed = self.split_seed if self.split_seed is not None else seed
+            if fraction is None or seed is None:
+                raise ZeroShotError(
+                    f"ZeroShotEvalCallback: the router dataset's metadata has no router_fraction/split_seed for "
+                    f"task {task!r}; set the callback's router_fraction and split_seed to the values it was built with"
+                )
+            task_items, _ = eval_items(task, DataOptions(self.data_dir, float(fraction), int(seed)))
+            items[task] = task_items[: self.limit] if self.limit else task_items
+        used = {(row["task"], row["item_id"]) for row in rows}
+        for task, task_items in items.items():
+            leaked = [item.item_id for item in task_items if (task, item.item_id) in used]
+            if leaked:
+                raise ZeroShotError(
+                    f"ZeroShotEvalCallback: {len(leaked)} {task} evaluation items (e.g. {leaked[0]!r}) are rows of "
+                    "the router dataset; the callback's router_fraction/split_seed/data_dir must match the dataset's"
+                )
+        return items
+
+    def _compute(self, base: str, dtype: str, device: torch.device, sets: list[tuple[int, ...]]) -> dict:
+        """Score the dense model and every candidate on the items once, then free the LLM."""
+        rank_zero_info(f"[zeroshot] computing outcomes of {len(sets)} candidates + dense with {base} ({dtype})")
+        lm = load_base(base, dtype=dtype, device=str(device), cache_dir=self.model_cache_dir)
+        try:
+            scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=self.batch_tokens)
+            for s in sets:
+                if any(b >= scorer.num_blocks for b in s):
+                    raise ZeroShotError(
+                        f"ZeroShotEvalCallback: omission set {list(s)} names blocks beyond the {scorer.num_blocks} "
+                        f"of base model {base!r}"
+                    )
+            model_key = json.dumps({"base": base, "dtype": dtype, "device_type": device.type}, sort_keys=True)
+            outcomes = {}
+            for task, items in self.items.items():
+
+                def progress(done: int, total: int, scored: int, task: str = task) -> None:
+                    rank_zero_info(f"[zeroshot] {task}: chunk {done}/{total} ({scored} sets scored)")
+
+                outcomes[task] = compute_outcomes(
+                    scorer,
+                    items,
+                    [(), *sets],
+                    model_key=model_key,
+                    cache_dir=self.cache_dir / "outcomes",
+                    chunk_items=self.chunk_items,
+                    on_chunk=progress,
+                )
+            return outcomes
+        finally:
+            del lm
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    @staticmethod
+    def _best_static(pl_module: LightningModule, data: Any) -> int:
+        best = getattr(pl_module, "best_static", None)
+        if best is not None:
+            return int(best)
+        return best_static_index(np.stack([np.asarray(row["scores"]) for row in data.train_set]))
+
+    # ---------------------------------------------------------------------------------------- every epoch
+    def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+        """Route every item, look up the chosen sets' outcomes, log and return the accuracies."""
+        assert self.outcomes is not None
+        texts = [item.router_text for items in self.items.values() for item in items]
+        flat = [int(c) for c in pl_module.route_texts(texts)]
+        if len(flat) != len(texts) or any(not 0 <= c < len(self.set_keys) for c in flat):
+            raise ZeroShotError(
+                f"ZeroShotEvalCallback: route_texts returned {len(flat)} choices for {len(texts)} prompts, or an "
+                f"index outside 0..{len(self.set_keys) - 1}"
+            )
+        choices, at = {}, 0
+        for task, items in self.items.items():
+            choices[task] = flat[at : at + len(items)]
+            at += len(items)
+        per_task = routed_accuracies(self.outcomes, self.set_keys, choices, self.metric)
+        results = {f"zeroshot/{task}": value for task, value in per_task.items()}
+        results["zeroshot/average"] = task_average(per_task)
+        # every rank routes the same items with the same weights, so the values agree without a reduction
+        for name, value in {**results, **self.references}.items():
+            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=False)
+        self.last_results = results
+        self.last_choices = choices
+        self.history.append({"epoch": trainer.current_epoch, **results})
+        rank_zero_info(
+            f"[zeroshot] epoch {trainer.current_epoch}: routed {100 * results['zeroshot/average']:.2f} % "
+            f"(best static {100 * self.references['zeroshot_ref/best_static']:.2f}, "
+            f"oracle {100 * self.references['zeroshot_ref/oracle']:.2f})"
+        )
+        return results
+
+
+# ------------------------------------------------------------------------------------------ ahead of training
+
+
+def precompute(
+    datasets: list[str] | str,
+    tasks: list[str] | str | None = None,
+    limit: int | None = 200,
+    data_dir: str | None = None,
+    base: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    batch_tokens: int = 1024,
+    cache_dir: str = DEFAULT_ZEROSHOT_CACHE,
+    model_cache_dir: str = str(DEFAULT_CACHE_DIR),
+    router_fraction: float | None = None,
+    split_seed: int | None = None,
+    chunk_items: int = DEFAULT_CHUNK_ITEMS,
+) -> str:
+    """Compute the callback's outcome table before training, so the first validation epoch only loads it.
+
+    Takes the router dataset(s) training will use and the callback's options (same meaning, same defaults; device
+    auto is CUDA when available, else CPU, which is the device a default run trains the router on). Writes the
+    table under ``cache_dir`` with the key the callback computes, prints and returns its path.
+
+    Args:
+        datasets: The router dataset(s) given to ``--data.datasets`` (YAML list or comma-separated).
+        tasks: Tasks to evaluate; None: every task of the router dataset.
+        limit: The first ``limit`` evaluation items of each task (None: all).
+        data_dir: Folder of the original benchmark files (layout of ``../shared/data``); None reads the hub.
+        base: Base LLM; None: the router dataset's ``base_model``.
+        dtype: LLM dtype: auto, float32, bfloat16 or float16.
+        device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N.
+        batch_tokens: Upper bound on rows × padded length per LLM forward pass.
+        cache_dir: Where the table (and its per-chunk shards) go; the callback's ``cache_dir``.
+        model_cache_dir: Where de-quantised GGUF weights are cached.
+        router_fraction: None: the router dataset's value (see the callback).
+        split_seed: None: the router dataset's value (see the callback).
+        chunk_items: Items scored together per shard.
+    """
+    paths = [p.strip() for p in datasets.split(",")] if isinstance(datasets, str) else [str(p) for p in datasets]
+    meta = {**read_meta(paths[0]), "datasets": paths}
+    rows = []
+    for path in paths:
+        dataset, _ = load_router_dataset(path)
+        rows.extend(dataset.select_columns(["task", "item_id"]).to_list())
+    callback = ZeroShotEvalCallback(
+        tasks=tasks,
+        limit=limit,
+        data_dir=data_dir,
+        base=base,
+        dtype=dtype,
+        device=device,
+        batch_tokens=batch_tokens,
+        cache_dir=cache_dir,
+        model_cache_dir=model_cache_dir,
+        router_fraction=router_fraction,
+        split_seed=split_seed,
+        chunk_items=chunk_items,
+    )
+    sets = callback.plan(meta, rows, meta["omission_sets"], resolve_device(device))
+    callback.load_or_compute(sets)
+    print(f"[zeroshot] outcome table: {callback.table_path}")
+    return str(callback.table_path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pudding.router.zeroshot <router dataset> --data_dir ../shared/data`` (see :func:`precompute`)."""
+    from jsonargparse import CLI
+
+    CLI(precompute, args=argv)
+
+
+if __name__ == "__main__":
+    main()
