@@ -120,6 +120,8 @@ def test_malformed_candidate_yaml(capsys, model_dir, data_dir, tmp_path):
 
 def test_missing_data_folder(capsys, model_dir, tmp_path):
     missing = tmp_path / "no-such-data"
+    fails(capsys, eval_args(model_dir, missing), f"option data_dir: {missing} is not a folder")
+    (missing / "boolq").mkdir(parents=True)  # the folder exists, the task's sub-folder does not
     fails(capsys, eval_args(model_dir, missing), "piqa", "valid.jsonl", f"directory {missing / 'piqa'} does not exist")
 
 
