@@ -120,6 +120,8 @@ def test_malformed_candidate_yaml(capsys, model_dir, data_dir, tmp_path):
 
 def test_missing_data_folder(capsys, model_dir, tmp_path):
     missing = tmp_path / "no-such-data"
+    fails(capsys, eval_args(model_dir, missing), f"option data_dir: {missing} is not a folder")
+    (missing / "boolq").mkdir(parents=True)  # the folder exists, the task's sub-folder does not
     fails(capsys, eval_args(model_dir, missing), "piqa", "valid.jsonl", f"directory {missing / 'piqa'} does not exist")
 
 
@@ -295,3 +297,13 @@ def test_real_process_prints_one_line_and_exits_2(model_dir, data_dir):
         "pudding eval: error: option omit: omission set [99]: block indices [99] are outside 0..5 "
         f"(base model {str(model_dir)!r} has 6 blocks)"
     ]
+
+
+def test_block_count_comes_from_the_header_not_the_weights(model_dir):
+    """The checks read a model's size from its config, or for GGUF from the key-value header (no de-quantising)."""
+    from pudding.models.loading import base_num_blocks, default_gguf_path, gguf_metadata
+
+    assert base_num_blocks(str(model_dir)) == 6
+    meta = gguf_metadata(default_gguf_path(), {"general.architecture"})
+    assert meta == {"general.architecture": "llama", "llama.block_count": 30}
+    assert base_num_blocks("default") == 30

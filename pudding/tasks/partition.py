@@ -43,7 +43,13 @@ class DataOptions:
 
 
 def check_options(opts: DataOptions) -> None:
-    """Fail early, naming the option, on a router fraction that would leave one side empty."""
+    """Fail early, naming the option, on a data folder that does not exist or a router fraction that would leave one
+    side empty."""
+    if opts.data_dir is not None and not Path(opts.data_dir).expanduser().is_dir():
+        raise OptionError(
+            f"option data_dir: {opts.data_dir} is not a folder (it should hold one sub-folder per task, laid out like "
+            "/work/shared/data; null reads the hub)"
+        )
     fraction = opts.router_fraction
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
         raise OptionError(f"option router_fraction: must be a number strictly between 0 and 1, got {fraction!r}")
