@@ -171,7 +171,8 @@ class ZeroShotEvalCallback(Callback):
         tasks: Tasks to evaluate (YAML list or comma-separated); None: every task of the router dataset.
         limit: Evaluate the first ``limit`` evaluation items of each task (None: all of them).
         every_n_epochs: Evaluate after every n-th validation epoch (1: every epoch). Sanity checking never counts.
-        data_dir: Folder of the original benchmark files (layout of ``../shared/data``); None reads the hub.
+        data_dir: Folder of the original benchmark files (layout of ``../shared/data``); None: the folder the router
+            dataset was built from (its metadata; the hub if it was built from the hub).
         base: Base LLM the outcomes are computed with; None: the router dataset's ``base_model``.
         dtype: LLM dtype: auto (fast one for the device, see ``pudding eval --help``), float32, bfloat16, float16.
         device: Device for the one-time LLM scoring: auto (the device the router trains on), cpu, cuda, cuda:N.
@@ -237,10 +238,12 @@ class ZeroShotEvalCallback(Callback):
 
     # ---------------------------------------------------------------------------------------------- hooks
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.fast_dev_run:  # a smoke test of the training loop: no LLM evaluation
+            return
         self.prepare(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if trainer.sanity_checking or trainer.fast_dev_run or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         self.prepare(trainer, pl_module)
         self.evaluate(trainer, pl_module)
@@ -330,7 +333,8 @@ class ZeroShotEvalCallback(Callback):
                     f"ZeroShotEvalCallback: the router dataset's metadata has no router_fraction/split_seed for "
                     f"task {task!r}; set the callback's router_fraction and split_seed to the values it was built with"
                 )
-            task_items, _ = eval_items(task, DataOptions(self.data_dir, float(fraction), int(seed)))
+            data_dir = self.data_dir if self.data_dir is not None else meta.get("data_dir")
+            task_items, _ = eval_items(task, DataOptions(data_dir, float(fraction), int(seed)))
             items[task] = task_items[: self.limit] if self.limit else task_items
         used = {(row["task"], row["item_id"]) for row in rows}
         for task, task_items in items.items():
