@@ -31,6 +31,13 @@ from pudding.tasks import Item
 
 OUTCOMES_FORMAT = 1
 DEFAULT_CHUNK_ITEMS = 128
+DEFAULT_OUTCOMES_DIR = "checkpoints/outcomes"
+"""Shared by ``pudding eval --bundle`` and the zero-shot callback, so one reuses what the other scored."""
+
+
+def model_key(base: str, dtype: str, device_type: str) -> str:
+    """What outcome shards record as their model: base model name, resolved dtype, device type."""
+    return json.dumps({"base": base, "dtype": dtype, "device_type": device_type}, sort_keys=True)
 
 
 def set_key(omit: Sequence[int]) -> str:

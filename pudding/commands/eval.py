@@ -54,7 +54,7 @@ def evaluate(
     sleb: bool = True,
     sleb_samples: int = 16,
     corpus: str | None = None,
-    outcomes_dir: str = "checkpoints/eval_outcomes",
+    outcomes_dir: str = "checkpoints/outcomes",
 ) -> dict:
     """Evaluate a base model on zero-shot tasks.
 

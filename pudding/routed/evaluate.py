@@ -17,7 +17,7 @@ from pudding.errors import OptionError
 from pudding.io import atomic_write_json, atomic_write_text
 from pudding.models.adapters import get_layers
 from pudding.models.loading import DEFAULT_CACHE_DIR, load_base
-from pudding.outcomes import compute_outcomes
+from pudding.outcomes import DEFAULT_OUTCOMES_DIR, compute_outcomes, model_key
 from pudding.routed.table import build_rows, csv_table, markdown_table, plot_results, routing_histogram, text_table
 from pudding.scoring import Scorer
 from pudding.search.sleb import sleb_search, sleb_texts
@@ -45,7 +45,7 @@ def evaluate_bundle(
     device: str = "auto",
     batch_tokens: int = 1024,
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
-    outcomes_dir: str | Path = "checkpoints/eval_outcomes",
+    outcomes_dir: str | Path = DEFAULT_OUTCOMES_DIR,
     sleb: bool = True,
     sleb_samples: int = 16,
     corpus: str | None = None,
@@ -79,7 +79,7 @@ def evaluate_bundle(
     router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)))
     scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=batch_tokens)
     record = lm.dtype_choice.record()
-    model_key = f"{lm.name}|{record['dtype']}|{lm.device.type}"
+    key = model_key(lm.name, record["dtype"], lm.device.type)
     names = [c.name for c in cset.candidates]
     sets = [tuple(s) for s in cset.omission_sets]
 
@@ -87,7 +87,7 @@ def evaluate_bundle(
     if sleb:
         texts = sleb_texts(tasks, options, sleb_samples, corpus=corpus)
         log(f"SLEB baseline: greedy perplexity search on {len(texts)} texts ({corpus or 'pooled router text'})")
-        result = sleb_search(scorer, texts, cset.num_omit, model_key, cache_dir=Path(outcomes_dir) / "sleb", log=log)
+        result = sleb_search(scorer, texts, cset.num_omit, key, cache_dir=Path(outcomes_dir) / "sleb", log=log)
         sleb_set = tuple(sorted(result.omit))
 
     outcomes = {}
@@ -97,7 +97,7 @@ def evaluate_bundle(
         def progress(done: int, total: int, scored: int, task: str = task) -> None:
             log(f"{task}: chunk {done}/{total} ({scored} sets scored, the rest from the cache)")
 
-        outcomes[task] = compute_outcomes(scorer, items, wanted, model_key, outcomes_dir, on_chunk=progress)
+        outcomes[task] = compute_outcomes(scorer, items, wanted, key, outcomes_dir, on_chunk=progress)
 
     choices = {task: router.route_texts([item.router_text for item in items]) for task, items in items_by_task.items()}
     rows = build_rows(outcomes, names, sets, choices, int(config["best_static"]), cset.num_blocks, sleb=sleb_set)

@@ -42,7 +42,15 @@ from pudding.evaluation import average
 from pudding.io import atomic_write_json
 from pudding.models.dtype import choose_dtype
 from pudding.models.loading import DEFAULT_CACHE_DIR, load_base, resolve_device
-from pudding.outcomes import DEFAULT_CHUNK_ITEMS, Outcomes, compute_outcomes, items_key, set_key
+from pudding.outcomes import (
+    DEFAULT_CHUNK_ITEMS,
+    DEFAULT_OUTCOMES_DIR,
+    Outcomes,
+    compute_outcomes,
+    items_key,
+    model_key,
+    set_key,
+)
 from pudding.router.static import best_static_index
 from pudding.routerdata.store import load_router_dataset, read_meta
 from pudding.scoring import Scorer
@@ -177,7 +185,9 @@ class ZeroShotEvalCallback(Callback):
         dtype: LLM dtype: auto (fast one for the device, see ``pudding eval --help``), float32, bfloat16, float16.
         device: Device for the one-time LLM scoring: auto (the device the router trains on), cpu, cuda, cuda:N.
         batch_tokens: Upper bound on rows × padded length per LLM forward pass (memory knob).
-        cache_dir: Where the outcome table (and the resumable per-chunk shards) are kept.
+        cache_dir: Where the outcome table is kept (a later run with the same key loads it without the LLM).
+        outcomes_dir: Where the resumable per-chunk outcome shards are kept; shared with ``pudding eval --bundle``,
+            which reuses them for the same items.
         model_cache_dir: Where de-quantised GGUF weights are cached (as in ``pudding eval``).
         router_fraction: Share of each validation split reserved for router data; None: the router dataset's value.
             Only change it if the dataset's metadata lacks it: another value would evaluate on router data.
@@ -197,6 +207,7 @@ class ZeroShotEvalCallback(Callback):
         device: str = "auto",
         batch_tokens: int = 1024,
         cache_dir: str = DEFAULT_ZEROSHOT_CACHE,
+        outcomes_dir: str = DEFAULT_OUTCOMES_DIR,
         model_cache_dir: str = str(DEFAULT_CACHE_DIR),
         router_fraction: float | None = None,
         split_seed: int | None = None,
@@ -219,6 +230,7 @@ class ZeroShotEvalCallback(Callback):
         self.device = device
         self.batch_tokens = batch_tokens
         self.cache_dir = Path(cache_dir)
+        self.outcomes_dir = Path(outcomes_dir)
         self.model_cache_dir = model_cache_dir
         self.router_fraction = router_fraction
         self.split_seed = split_seed
@@ -358,7 +370,6 @@ class ZeroShotEvalCallback(Callback):
                         f"ZeroShotEvalCallback: omission set {list(s)} names blocks beyond the {scorer.num_blocks} "
                         f"of base model {base!r}"
                     )
-            model_key = json.dumps({"base": base, "dtype": dtype, "device_type": device.type}, sort_keys=True)
             outcomes = {}
             for task, items in self.items.items():
 
@@ -369,8 +380,8 @@ class ZeroShotEvalCallback(Callback):
                     scorer,
                     items,
                     [(), *sets],
-                    model_key=model_key,
-                    cache_dir=self.cache_dir / "outcomes",
+                    model_key=model_key(base, dtype, device.type),
+                    cache_dir=self.outcomes_dir,
                     chunk_items=self.chunk_items,
                     on_chunk=progress,
                 )
