@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint pipeline data release bench clean-cache
+.PHONY: setup test lint pipeline data release bench demo clean-cache
 
 setup:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,31 @@ data: setup
 # Package this machine's candidate file and router dataset as checkpoints/release/ (see configs/release.yaml).
 release: setup
 	$(VENV)/bin/pudding release --config configs/release.yaml --overwrite true
+
+# The whole routed flow on the defaults in about 15 minutes on a 2-core CPU, from the released candidates and scores:
+# router data (seconds), a short router fit, routed evaluation (per-task limit), a short bench. Everything goes under
+# checkpoints/demo/; a stage whose output exists is skipped when make demo runs again (delete it to redo it).
+DEMO := checkpoints/demo
+DEMO_LIMIT ?= 50
+demo: setup $(DEMO)/results.json $(DEMO)/bench.json
+	@echo "demo done: $(DEMO)/results.md, $(DEMO)/results.png, $(DEMO)/bench.json, $(DEMO)/bench.png"
+	@cat $(DEMO)/results.md
+
+$(DEMO)/router_dataset/pudding_meta.json:
+	$(VENV)/bin/pudding dataset --scores checkpoints/release/router_scores.parquet --data_dir $(DATA_DIR) \
+		--output $(DEMO)/router_dataset
+
+$(DEMO)/bundle/router.json: $(DEMO)/router_dataset/pudding_meta.json
+	$(VENV)/bin/pudding-train fit --config configs/router.yaml --data.datasets '[$(DEMO)/router_dataset]' \
+		--trainer.max_epochs 1 --trainer.limit_train_batches 200 --trainer.logger.init_args.save_dir $(DEMO) \
+		--trainer.callbacks.limit $(DEMO_LIMIT) --bundle $(DEMO)/bundle --overwrite_bundle true
+
+$(DEMO)/results.json: $(DEMO)/bundle/router.json
+	$(VENV)/bin/pudding eval --bundle $(DEMO)/bundle --limit $(DEMO_LIMIT) --data_dir $(DATA_DIR) \
+		--output $(DEMO)/results.json --overwrite true
+
+$(DEMO)/bench.json: $(DEMO)/bundle/router.json
+	$(VENV)/bin/pudding bench --bundle $(DEMO)/bundle --repeats 5 --new_tokens 32 --output $(DEMO)/bench.json
 
 bench: setup
 	$(PY) benchmarks/eval_vs_lmeval.py --data_dir $(DATA_DIR)
