@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from pudding.models.omission import omit_blocks
+from pudding.plots import pyplot, save_figure
 
 
 @dataclass
@@ -196,11 +197,7 @@ def bench_length(
 
 def plot_bench(report: dict, path: str | Path) -> Path:
     """Bar chart per prompt length: dense pre-fill vs routed (pruned LLM part and router part stacked)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = report["lengths"]
     labels = [str(r["tokens"]) for r in rows]
     x = range(len(rows))
@@ -220,9 +217,4 @@ def plot_bench(report: dict, path: str | Path) -> Path:
     ax.set_ylabel("pre-fill latency, median ms")
     ax.set_title(f"{report['base_model']} on {report['machine'].get('cpu') or report['device']}", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -1,10 +1,13 @@
-"""Atomic file writes: a reader, or a resumed job, never sees a half-written file."""
+"""Atomic file and folder writes: a reader, or a resumed job, never sees a half-written output."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -32,3 +35,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, data: object) -> None:
     """JSON flavour of :func:`atomic_write_text`."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@contextmanager
+def atomic_folder(output: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a folder in a temporary sibling (yielded), then swap it into place at ``output``.
+
+    An existing ``output`` is moved aside first and deleted once the new one is in place, so a crash leaves the old
+    or the new folder (plus a ``.<name>.old-*`` sibling), never a mix. If the body raises, nothing changes. Whether
+    an existing ``output`` may be replaced is the caller's decision, made before.
+    """
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in [*output.parent.glob(f".{output.name}.tmp-*"), *output.parent.glob(f".{output.name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)  # left by a writer killed mid-save (one writer per output)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    old = None
+    try:
+        yield tmp
+        if output.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+            os.replace(output, old / output.name)
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

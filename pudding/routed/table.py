@@ -20,6 +20,7 @@ import numpy as np
 
 from pudding.evaluation import average
 from pudding.outcomes import Outcomes, set_key
+from pudding.plots import pyplot, save_figure
 from pudding.tasks import get_task
 
 
@@ -163,11 +164,7 @@ def csv_table(rows: Sequence[Row], tasks: Sequence[str]) -> str:
 
 def plot_results(rows: Sequence[Row], histogram: dict[str, list[int]], names: Sequence[str], path: str | Path) -> Path:
     """PNG: average accuracy of each row (left) and which candidate the router picks for which task (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.35 * len(rows) + 2.5), width_ratios=(1, 1.2))
     colours = {"routed": "tab:red", "oracle": "tab:gray", "random": "tab:gray", "dense": "tab:green"}
     y = np.arange(len(rows))
@@ -185,9 +182,4 @@ def plot_results(rows: Sequence[Row], histogram: dict[str, list[int]], names: Se
     right.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     right.set_title("router's choices per task (share of items)", fontsize=9)
     fig.colorbar(image, ax=right, fraction=0.04)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -19,9 +19,7 @@ model's block count when given) and fails with one line naming both sides.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from pudding.candidates import Candidate, CandidateSet, file_hash, load_candidates
 from pudding.errors import PuddingError
-from pudding.io import atomic_write_json
+from pudding.io import atomic_folder, atomic_write_json
 
 BUNDLE_FORMAT = 1
 WEIGHTS = "router.safetensors"
@@ -115,10 +113,7 @@ def export_bundle(
         state = {k: saved[k].detach().cpu().contiguous() for k in state}
     meta = dict(module.data_meta)
     hparams = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_")}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    old = None
-    try:
+    with atomic_folder(output) as tmp:
         save_file(state, str(tmp / WEIGHTS))
         module.encoder.config.save_pretrained(str(tmp / ENCODER_DIR))
         module.tokenizer.save_pretrained(str(tmp / ENCODER_DIR))
@@ -149,15 +144,6 @@ def export_bundle(
                 "versions": package_versions(),
             },
         )
-        if output.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-            os.replace(output, old / "bundle")
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     return output
 
 

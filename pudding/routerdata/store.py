@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from datasets import (
@@ -33,7 +30,7 @@ from datasets import (
 )
 
 from pudding.errors import OutputError, PuddingError
-from pudding.io import atomic_write_json
+from pudding.io import atomic_folder, atomic_write_json
 
 META_FILE = "pudding_meta.json"
 DATASET_FORMAT = 2
@@ -81,12 +78,7 @@ def save_dataset(dataset: Dataset, meta: dict, output: str | Path, overwrite: bo
     output = Path(output)
     if output.exists() and not overwrite:
         raise OutputError(f"{output} exists; pass overwrite=True (--overwrite true) to replace it")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for stale in [*output.parent.glob(f".{output.name}.tmp-*"), *output.parent.glob(f".{output.name}.old-*")]:
-        shutil.rmtree(stale, ignore_errors=True)  # left by a writer killed mid-save (one writer per output)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    old = None
-    try:
+    with atomic_folder(output) as tmp:
         quiet = are_progress_bars_disabled()
         disable_progress_bars()
         try:
@@ -95,15 +87,6 @@ def save_dataset(dataset: Dataset, meta: dict, output: str | Path, overwrite: bo
             if not quiet:
                 enable_progress_bars()
         atomic_write_json(tmp / META_FILE, meta)
-        if output.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-            os.replace(output, old / "dataset")
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     return output
 
 
