@@ -21,7 +21,6 @@ from pudding.evaluation import judge
 from pudding.models.loading import load_base
 from pudding.router import zeroshot
 from pudding.router.zeroshot import ZeroShotError, ZeroShotEvalCallback
-from pudding.routerdata.store import make_dataset, save_dataset
 from pudding.scoring import Scorer
 from pudding.tasks import DataOptions, clear_cache, eval_items, router_items
 
@@ -296,25 +295,6 @@ def test_mismatched_candidates_and_bad_options_fail_clearly(setup):
         ZeroShotEvalCallback(every_n_epochs=0)
     with pytest.raises(ValueError, match="option limit"):
         ZeroShotEvalCallback(limit=0)
-
-
-def test_precompute_writes_the_table_the_callback_loads(setup, first_run, tmp_path, monkeypatch):
-    rows = dataset_rows(setup["data"])
-    columns = {
-        "task": [r["task"] for r in rows],
-        "item_id": [r["item_id"] for r in rows],
-        "router_text": ["x"] * len(rows),
-        "scores": [r["scores"].tolist() for r in rows],
-        "dense_score": [0.0] * len(rows),
-    }
-    dataset = save_dataset(make_dataset(columns, len(SETS)), setup["meta"], tmp_path / "ds")
-    options = dict(limit=LIMIT, data_dir=str(setup["data"]), dtype="float32", device="cpu")
-    path = Path(zeroshot.precompute(str(dataset), cache_dir=str(tmp_path / "cache"), **options))
-    first = first_run[0].table_path
-    assert path.name == first.name  # the callback's key
-    assert json.loads(path.read_text())["tasks"] == json.loads(first.read_text())["tasks"]
-    monkeypatch.setattr(zeroshot, "load_base", lambda *a, **k: pytest.fail("cache should be hit"))
-    assert zeroshot.precompute(str(dataset), cache_dir=str(setup["cache"]), **options) == str(first)
 
 
 def test_callback_from_yaml_in_lightning_cli(tmp_path):

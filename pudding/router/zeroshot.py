@@ -41,7 +41,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from pudding.evaluation import average
 from pudding.io import atomic_write_json
 from pudding.models.dtype import choose_dtype
-from pudding.models.loading import DEFAULT_CACHE_DIR, load_base, resolve_device
+from pudding.models.loading import DEFAULT_CACHE_DIR, load_base
 from pudding.outcomes import (
     DEFAULT_CHUNK_ITEMS,
     DEFAULT_OUTCOMES_DIR,
@@ -52,7 +52,7 @@ from pudding.outcomes import (
     set_key,
 )
 from pudding.router.static import best_static_index
-from pudding.routerdata.store import load_router_dataset, read_meta
+from pudding.routerdata.store import read_meta
 from pudding.scoring import Scorer
 from pudding.tasks import DataOptions, Item, eval_items, get_task, parse_task_list
 
@@ -432,76 +432,3 @@ class ZeroShotEvalCallback(Callback):
 
 
 # ------------------------------------------------------------------------------------------ ahead of training
-
-
-def precompute(
-    datasets: list[str] | str,
-    tasks: list[str] | str | None = None,
-    limit: int | None = 200,
-    data_dir: str | None = None,
-    base: str | None = None,
-    dtype: str = "auto",
-    device: str = "auto",
-    batch_tokens: int = 1024,
-    cache_dir: str = DEFAULT_ZEROSHOT_CACHE,
-    model_cache_dir: str = str(DEFAULT_CACHE_DIR),
-    router_fraction: float | None = None,
-    split_seed: int | None = None,
-    chunk_items: int = DEFAULT_CHUNK_ITEMS,
-) -> str:
-    """Compute the callback's outcome table before training, so the first validation epoch only loads it.
-
-    Takes the router dataset(s) training will use and the callback's options (same meaning, same defaults; device
-    auto is CUDA when available, else CPU, which is the device a default run trains the router on). Writes the
-    table under ``cache_dir`` with the key the callback computes, prints and returns its path.
-
-    Args:
-        datasets: The router dataset(s) given to ``--data.datasets`` (YAML list or comma-separated).
-        tasks: Tasks to evaluate; None: every task of the router dataset.
-        limit: The first ``limit`` evaluation items of each task (None: all).
-        data_dir: Folder of the original benchmark files (layout of ``../shared/data``); None reads the hub.
-        base: Base LLM; None: the router dataset's ``base_model``.
-        dtype: LLM dtype: auto, float32, bfloat16 or float16.
-        device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N.
-        batch_tokens: Upper bound on rows × padded length per LLM forward pass.
-        cache_dir: Where the table (and its per-chunk shards) go; the callback's ``cache_dir``.
-        model_cache_dir: Where de-quantised GGUF weights are cached.
-        router_fraction: None: the router dataset's value (see the callback).
-        split_seed: None: the router dataset's value (see the callback).
-        chunk_items: Items scored together per shard.
-    """
-    paths = [p.strip() for p in datasets.split(",")] if isinstance(datasets, str) else [str(p) for p in datasets]
-    meta = {**read_meta(paths[0]), "datasets": paths}
-    rows = []
-    for path in paths:
-        dataset, _ = load_router_dataset(path)
-        rows.extend(dataset.select_columns(["task", "item_id"]).to_list())
-    callback = ZeroShotEvalCallback(
-        tasks=tasks,
-        limit=limit,
-        data_dir=data_dir,
-        base=base,
-        dtype=dtype,
-        device=device,
-        batch_tokens=batch_tokens,
-        cache_dir=cache_dir,
-        model_cache_dir=model_cache_dir,
-        router_fraction=router_fraction,
-        split_seed=split_seed,
-        chunk_items=chunk_items,
-    )
-    sets = callback.plan(meta, rows, meta["omission_sets"], resolve_device(device))
-    callback.load_or_compute(sets)
-    print(f"[zeroshot] outcome table: {callback.table_path}")
-    return str(callback.table_path)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m pudding.router.zeroshot <router dataset> --data_dir ../shared/data`` (see :func:`precompute`)."""
-    from jsonargparse import CLI
-
-    CLI(precompute, args=argv)
-
-
-if __name__ == "__main__":
-    main()
