@@ -4,7 +4,7 @@ After ``import pudding`` the name is in lm-eval's own model registry::
 
     lm_eval.simple_evaluate(model="pudding", model_args="bundle=checkpoints/router/bundle", tasks=["piqa"])
 
-and from the command line ``python -m pudding.routed.lmeval_cli --model pudding --model_args bundle=... --tasks
+and from the command line ``python -m pudding.routed.lmeval_cli run --model pudding --model_args bundle=... --tasks
 piqa`` (lm-eval's own CLI, with pudding imported first). Each request is routed on its context (the prompt lm-eval
 built, answer excluded), so all choices of a multiple-choice question that share a context share one decision.
 """

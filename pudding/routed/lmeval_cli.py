@@ -1,4 +1,4 @@
-"""lm-eval's own command line with the ``pudding`` model registered: ``python -m pudding.routed.lmeval_cli ...``."""
+"""lm-eval's own command line with the ``pudding`` model registered: ``python -m pudding.routed.lmeval_cli run --model pudding ...``."""
 
 from __future__ import annotations
 
