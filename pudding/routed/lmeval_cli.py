@@ -1,6 +1,6 @@
 """lm-eval's own command line with the ``pudding`` model registered.
 
-    python -m pudding.routed.lmeval_cli run --model pudding --model_args bundle=checkpoints/router/bundle --tasks piqa
+python -m pudding.routed.lmeval_cli run --model pudding --model_args bundle=checkpoints/router/bundle --tasks piqa
 """
 
 from __future__ import annotations
