@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from pudding.candidates import CandidateFileError, CandidateSet
+from pudding.candidates import CandidateFileError, CandidateSet, load_candidates
 from pudding.errors import OptionError, OutputError
 from pudding.models.loading import base_num_blocks, same_base
 from pudding.models.omission import OmissionError, validate_omission
@@ -61,4 +61,22 @@ def resolve_base(base: str | None, cset: CandidateSet | None, cset_path: str | N
     num_blocks = base_num_blocks(name, cache_dir)
     if cset is not None:
         check_candidates_base(cset, cset_path or "<candidates>", name, num_blocks)
+    return name, num_blocks
+
+
+def check_bundle(bundle: str | os.PathLike[str], base: str | None, cache_dir: str) -> tuple[str, int]:
+    """A router bundle with every file present, and the base model it will run on (``base``, else the bundle's) with
+    the bundle's block count. Another base model is allowed (a fine-tune, say) only at the same depth. Reads the
+    bundle's candidate file and the model's config only."""
+    from pudding.router.bundle import CANDIDATES, BundleError, check_bundle_files
+
+    folder = check_bundle_files(bundle)
+    cset = load_candidates(folder / CANDIDATES)
+    name = base if base is not None else cset.base_model
+    num_blocks = base_num_blocks(name, cache_dir)
+    if num_blocks != cset.num_blocks:
+        raise BundleError(
+            f"router bundle {bundle}: candidates are for {cset.base_model!r} with {cset.num_blocks} blocks, "
+            f"base model {name!r} has {num_blocks}; pass the bundle's base model with --base"
+        )
     return name, num_blocks

@@ -19,15 +19,16 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from pudding.errors import OptionError, run_command
 from pudding.router.bundle import BundleError, export_bundle
 from pudding.router.module import RouterModule
 from pudding.routerdata.datamodule import RouterDataModule
+from pudding.routerdata.store import read_meta
 
 DEFAULT_BUNDLE = "checkpoints/router/bundle"
 DEFAULT_DATASET = "checkpoints/router_dataset"
@@ -41,7 +42,13 @@ TRAINER_DEFAULTS = {
     "callbacks": [
         {
             "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"monitor": "val/regret", "mode": "min", "save_top_k": 1, "filename": "best-{epoch:02d}"},
+            "init_args": {
+                "monitor": "val/regret",
+                "mode": "min",
+                "save_top_k": 1,
+                "filename": "best-{epoch:02d}",
+                "save_last": True,  # last.ckpt after every validation: what --ckpt_path last resumes from
+            },
         },
         {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
         {"class_path": "lightning.pytorch.callbacks.TQDMProgressBar", "init_args": {"refresh_rate": 20}},
@@ -67,10 +74,47 @@ class RouterCLI(LightningCLI):
         parser.set_defaults({"data.datasets": [DEFAULT_DATASET]})
         parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
 
-    def before_fit(self) -> None:
-        bundle = self._get(self.config, "bundle")
-        if bundle and Path(bundle).exists() and not self._get(self.config, "overwrite_bundle"):
-            raise BundleError(f"bundle folder {bundle} exists; pass --overwrite_bundle true to replace it")
+    def before_instantiate_classes(self) -> None:
+        """Checks that need no model, run before the encoder loads: each router dataset is one (its metadata
+        reads), and ``fit`` may write its bundle."""
+        data, model = self._get(self.config, "data"), self._get(self.config, "model")
+        paths = RouterDataModule.check_options(
+            data.get("datasets") or [],
+            max_length=model.get("max_length") or 256,  # linked to data.max_length at instantiation
+            batch_size=data.get("batch_size"),
+            val_fraction=data.get("val_fraction"),
+            target_transform=data.get("target_transform"),
+        )
+        for path in paths:
+            read_meta(path)
+        if self.subcommand == "fit":
+            self._resolve_last_checkpoint()
+            bundle = self._get(self.config, "bundle")
+            if bundle and Path(bundle).exists() and not self._get(self.config, "overwrite_bundle"):
+                raise BundleError(f"bundle folder {bundle} exists; pass --overwrite_bundle true to replace it")
+
+    def _resolve_last_checkpoint(self) -> None:
+        """``fit --ckpt_path last``: resume from the newest ``last.ckpt`` of an earlier run under the logger's folder,
+        and log into that run's version folder, so checkpoints and TensorBoard curves continue where they stopped.
+        (Lightning itself looks for ``last`` only in the *new* run's folder, where there is none.) Without an earlier
+        run, training starts from scratch."""
+        config = self.config[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        logger = config.get("trainer.logger")
+        args = logger.get("init_args") if hasattr(logger, "get") else None
+        if args is None or args.get("version") is not None:
+            return  # a fixed version folder or another logger: Lightning's own lookup finds it
+        root = Path(args.get("save_dir") or ".") / (args.get("name") or "lightning_logs")
+        found = sorted(root.glob("*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            print(f"pudding-train: no last.ckpt under {root}; starting from scratch", file=sys.stderr)
+            config["ckpt_path"] = None
+            return
+        last = found[-1]
+        config["ckpt_path"] = str(last)
+        args["version"] = last.parent.parent.name
+        print(f"pudding-train: resuming from {last}", file=sys.stderr)
 
     def after_fit(self) -> None:
         bundle = self._get(self.config, "bundle")
@@ -115,7 +159,7 @@ def export_main(args: list[str]) -> None:
     opts = parser.parse_args(args)
     checkpoint = Path(opts.checkpoint)
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+        raise OptionError(f"argument checkpoint: {checkpoint} is not a file (give a .ckpt written by fit)")
     if Path(opts.output).exists() and not opts.overwrite:
         raise BundleError(f"bundle folder {opts.output} exists; pass --overwrite to replace it")
     module = RouterModule.load_from_checkpoint(str(checkpoint), map_location="cpu", pretrained=False)
@@ -127,31 +171,24 @@ def export_main(args: list[str]) -> None:
     print(f"pudding-train: router bundle written to {path} (from {checkpoint})", file=sys.stderr)
 
 
-def _is_project_error(exc: BaseException) -> bool:
-    if isinstance(exc, (FileNotFoundError, FileExistsError)):
-        return True
-    return isinstance(exc, ValueError) and type(exc).__module__.startswith("pudding")
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in args or os.environ.get("PUDDING_DEBUG", "") not in ("", "0")
-    args = [a for a in args if a != "--debug"]
+def dispatch(args: list[str]) -> RouterCLI | None:
+    """``export`` or a LightningCLI subcommand, with ``sys.argv`` hidden (LightningCLI reads ``args`` only; keep it
+    from warning about ``sys.argv`` too)."""
     saved_argv = sys.argv
-    sys.argv = sys.argv[:1]  # LightningCLI reads args= only; keep it from warning about sys.argv too
+    sys.argv = sys.argv[:1]
     try:
         if args and args[0] == "export":
             export_main(args[1:])
-        else:
-            run_cli(args)
-    except Exception as exc:
-        if debug or not _is_project_error(exc):
-            raise
-        message = " ".join(str(exc).split())
-        print(f"pudding-train: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+            return None
+        return run_cli(args)
     finally:
         sys.argv = saved_argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``pudding-train``: input errors are one line on stderr and exit code 2 (``--debug``:
+    traceback), through the package's one error layer, :func:`pudding.errors.run_command`."""
+    run_command("pudding-train", dispatch, argv)
 
 
 if __name__ == "__main__":

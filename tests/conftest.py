@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from pudding.router.module import RouterModule
+    from pudding.routerdata import RouterDataModule
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -91,3 +98,80 @@ def tiny_model(family: str, vocab_size: int, num_layers: int = 6, seed: int = 0)
 def tiny_llama(tokenizer):
     """A 6-block random-init Llama sharing the default tokenizer's vocabulary."""
     return tiny_model("llama", len(tokenizer))
+
+
+# ------------------------------------------------------------------------ tiny routers (router tests)
+WORDS = ["the", "a", "cat", "dog", "sun", "rain", "tree", "river", "stone", "light", "quick", "slow", "red", "blue"]
+SETS = [[1, 4], [2, 3], [0, 5], [3, 4]]
+NAMES = ["arc_easy/ppl", "boolq/ppl", "piqa/ppl", "arc_easy/acc"]
+
+
+def tiny_encoder(folder: Path) -> Path:
+    """A 2-layer, 32-wide random BERT with the default router's tokenizer (its vocabulary), saved to ``folder``."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from pudding.routerdata.datamodule import resolve_router
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_router("default"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_dataset(path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: int = 0) -> Path:
+    """``n`` invented boolq/piqa prompts with noisy scores over ``sets``, saved as a router dataset at ``path``."""
+    from pudding.routerdata import save_dataset
+    from pudding.routerdata.store import make_dataset
+
+    rng = random.Random(seed)
+    noise = np.random.default_rng(seed)
+    cols = {"task": [], "item_id": [], "router_text": [], "scores": [], "dense_score": []}
+    for i in range(n):
+        task = "boolq" if i % 3 else "piqa"
+        words = rng.randint(2, 40) if task == "boolq" else rng.randint(2, 8)
+        text = " ".join(rng.choice(WORDS) for _ in range(words))
+        base = -1.5 - 0.01 * words
+        scores = [base + float(x) for x in noise.normal(0, 0.2, len(sets))]
+        cols["task"].append(task)
+        cols["item_id"].append(f"{task}-{i}")
+        cols["router_text"].append(f"Question: {text}?\nAnswer:")
+        cols["scores"].append(scores)
+        cols["dense_score"].append(max(scores) + 0.1)
+    meta = {
+        "candidates_sha256": sha,
+        "candidates_file": "/nonexistent/candidates.yaml",
+        "candidates_base_model": "tiny-llm",
+        "base_model": "tiny-llm",
+        "num_blocks": 6,
+        "num_candidates": len(sets),
+        "omission_sets": sets,
+        "candidate_names": NAMES[: len(sets)],
+    }
+    return save_dataset(make_dataset(cols, len(sets)), meta, path)
+
+
+def module_with_data(setup: dict, **kwargs) -> tuple[RouterModule, RouterDataModule]:
+    """A RouterModule set up on ``setup``'s tiny dataset as ``trainer.fit`` would (K, names, best static known)."""
+    from lightning.pytorch import Trainer
+
+    from pudding.router.module import RouterModule
+    from pudding.routerdata import RouterDataModule
+
+    module = RouterModule(encoder=str(setup["encoder"]), max_length=64, **kwargs)
+    data = RouterDataModule(datasets=str(setup["dataset"]), router=str(setup["encoder"]), max_length=64, batch_size=8)
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=1)
+    trainer.strategy.connect(module)
+    trainer.datamodule = data  # what trainer.fit does before setup
+    module.trainer = trainer
+    data.trainer = trainer
+    module.setup("fit")
+    return module, data

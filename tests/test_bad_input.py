@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, tiny_config
+from conftest import REPO, module_with_data, tiny_config, tiny_dataset, tiny_encoder
 
 from pudding.cli import main as pudding
 from pudding.errors import PuddingError, run_command
@@ -67,13 +67,16 @@ def no_model_load(monkeypatch):
     def load_base(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was reported")
 
-    import pudding.commands.eval
-    import pudding.models.loading
-    import pudding.routerdata.module
-    import pudding.search.runs
+    import importlib
 
-    for module in (pudding.models.loading, pudding.commands.eval, pudding.routerdata.module, pudding.search.runs):
-        monkeypatch.setattr(module, "load_base", load_base)
+    # every module that imports load_base by name is imported (and patched) here: one first imported while the
+    # loader is patched would keep the fake after this test
+    names = ["pudding.models.loading", "pudding.commands.eval", "pudding.routerdata.module", "pudding.search.runs"]
+    names += ["pudding.routed.model", "pudding.routed.evaluate", "pudding.router.zeroshot", "pudding.release"]
+    modules = [importlib.import_module(name) for name in names]  # all imported before any is patched
+    for module in modules:
+        if hasattr(module, "load_base"):
+            monkeypatch.setattr(module, "load_base", load_base)
 
 
 def fails(capsys, argv, *expected, output=None):
@@ -259,6 +262,130 @@ def test_nan_only_router_scores(capsys, data_dir, tmp_path):
     args = ["dataset", "--scores", scores, "--candidates", cands, "--data_dir", data_dir, "--output", out]
     fails(capsys, args, scores, f"none of the {len(items)} rows has finite scores", items[0].item_id)
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------ router and bundles
+@pytest.fixture(scope="module")
+def router(tmp_path_factory):
+    """A tiny router dataset and a bundle exported from a tiny router set up on it (6-block base 'tiny-llm')."""
+    root = tmp_path_factory.mktemp("router")
+    setup = {"encoder": tiny_encoder(root / "bert"), "dataset": tiny_dataset(root / "data"), "root": root}
+    module, _ = module_with_data(setup)
+    from pudding.router.bundle import export_bundle
+
+    setup["bundle"] = export_bundle(module, root / "bundle")
+    return setup
+
+
+def train(capsys, argv, *expected, output=None, after_encoder_load=False):
+    """Like :func:`fails`, for ``pudding-train``; ``output`` (written beforehand) must be unchanged. A check that
+    needs the data (``after_encoder_load``) comes after the encoder's weight-loading bar."""
+    from pudding.train_cli import main as pudding_train
+
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(SENTINEL)
+    with pytest.raises(SystemExit) as exc:
+        pudding_train([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    if after_encoder_load:
+        lines = [line for line in lines if not line.startswith("Loading weights")]
+    assert exc.value.code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("pudding-train: error: "), err
+    for text in expected:
+        assert str(text) in lines[0], (text, lines[0])
+    if output is not None:
+        assert output.read_text() == SENTINEL
+
+
+def test_router_dataset_missing_or_not_a_router_dataset(capsys, router, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bundle_out = tmp_path / "checkpoints" / "router" / "bundle"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    base = ["fit", "--model.encoder", router["encoder"], "--trainer.fast_dev_run", "true", "--data.datasets"]
+    train(capsys, [*base, tmp_path / "nope"], f"router dataset {tmp_path / 'nope'} does not exist")
+    train(capsys, [*base, plain], f"{plain} is not a router dataset", "pudding_meta.json is missing")
+    assert not bundle_out.exists()
+    # an existing bundle is refused before training, and kept
+    (bundle_out / "router.json").parent.mkdir(parents=True)
+    train(capsys, [*base, router["dataset"]], "bundle folder", "--overwrite_bundle", output=bundle_out / "router.json")
+
+
+def test_router_dataset_with_only_non_finite_scores(capsys, router, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from datasets import Dataset
+
+    from pudding.routerdata import save_dataset
+    from pudding.routerdata.store import load_router_dataset
+
+    dataset, meta = load_router_dataset(router["dataset"])
+    cols = dataset.to_dict()
+    cols["scores"] = [[math.nan] * len(row) for row in cols["scores"]]  # make_dataset refuses this; written by hand
+    nan_ds = save_dataset(Dataset.from_dict(cols, features=dataset.features), meta, tmp_path / "nan")
+    argv = ["fit", "--model.encoder", router["encoder"], "--trainer.fast_dev_run", "true"]
+    argv += ["--data.datasets", f"[{router['dataset']},{nan_ds}]"]
+    train(capsys, argv, f"router dataset {nan_ds}: none of its 48 rows has finite scores", after_encoder_load=True)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--data.val_fraction", "1.0", "option data.val_fraction"),
+        ("--data.batch_size", "0", "data.batch_size (0"),
+        ("--model.lr", "0", "model.lr (0.0)"),
+    ],
+)
+def test_router_option_out_of_range(capsys, router, tmp_path, monkeypatch, option, value, message):
+    monkeypatch.chdir(tmp_path)
+    argv = ["fit", "--model.encoder", router["encoder"], "--data.datasets", router["dataset"], option, value]
+    train(capsys, [*argv, "--trainer.fast_dev_run", "true"], message)
+
+
+def test_export_of_a_missing_checkpoint(capsys, tmp_path):
+    train(capsys, ["export", tmp_path / "no.ckpt", "--output", tmp_path / "b"], "argument checkpoint", "no.ckpt")
+
+
+def bundle_args(command, bundle, *extra):
+    if command == "eval":
+        return ["eval", "--bundle", bundle, "--tasks", "piqa", "--progress", "false", *extra]
+    return ["bench", "--bundle", bundle, "--lengths", "8", "--repeats", "1", *extra]
+
+
+@pytest.mark.parametrize("command", ["eval", "bench"])
+def test_bundle_for_another_base_model(capsys, router, data_dir, tmp_path, command):
+    deeper = tmp_path / "deeper"
+    tiny_config("llama", vocab_size=128, num_layers=8).save_pretrained(deeper)
+    out = tmp_path / "out" / "result.json"
+    args = bundle_args(command, router["bundle"], "--base", deeper, "--output", out, "--overwrite", "true")
+    if command == "eval":
+        args += ["--data_dir", data_dir]
+    fails(capsys, args, f"router bundle {router['bundle']}", "with 6 blocks", f"{str(deeper)!r} has 8", output=out)
+
+
+@pytest.mark.parametrize("command", ["eval", "bench"])
+@pytest.mark.parametrize("missing", ["router.safetensors", "candidates.yaml", "encoder/config.json"])
+def test_bundle_missing_a_file(capsys, router, data_dir, tmp_path, command, missing):
+    import shutil
+
+    broken = tmp_path / "bundle"
+    shutil.copytree(router["bundle"], broken)
+    (broken / missing).unlink()
+    out = tmp_path / "result.json"
+    args = bundle_args(command, broken, "--output", out, "--overwrite", "true")
+    if command == "eval":
+        args += ["--data_dir", data_dir]
+    fails(capsys, args, f"router bundle {broken}: file {missing} is missing", output=out)
+
+
+def test_bench_output_is_checked_before_loading(capsys, router, tmp_path):
+    out = tmp_path / "bench.json"
+    fails(capsys, bundle_args("bench", router["bundle"], "--output", out), "option output", "--overwrite", output=out)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    fails(capsys, bundle_args("bench", router["bundle"], "--output", blocker / "b.json"), f"{blocker} is a file")
+    fails(capsys, bundle_args("bench", router["bundle"], "--lengths", "0"), "option lengths")
 
 
 # ---------------------------------------------------------------------------------------------------- the wrapper

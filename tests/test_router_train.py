@@ -3,70 +3,16 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import NAMES, SETS, module_with_data, tiny_dataset, tiny_encoder  # noqa: F401 (re-exported)
 
 from pudding.router.bundle import BundleError, export_bundle, load_bundle
-from pudding.router.module import RouterModelError, RouterModule
-from pudding.routerdata import RouterDataModule, save_dataset
-from pudding.routerdata.datamodule import resolve_router
-from pudding.routerdata.store import make_dataset
+from pudding.router.module import RouterModelError
 from pudding.train_cli import main
-
-WORDS = ["the", "a", "cat", "dog", "sun", "rain", "tree", "river", "stone", "light", "quick", "slow", "red", "blue"]
-SETS = [[1, 4], [2, 3], [0, 5], [3, 4]]
-NAMES = ["arc_easy/ppl", "boolq/ppl", "piqa/ppl", "arc_easy/acc"]
-
-
-def tiny_encoder(folder: Path) -> Path:
-    """A 2-layer, 32-wide random BERT with the default router's tokenizer (its vocabulary), saved to ``folder``."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_router("default"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def tiny_dataset(path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    noise = np.random.default_rng(seed)
-    cols = {"task": [], "item_id": [], "router_text": [], "scores": [], "dense_score": []}
-    for i in range(n):
-        task = "boolq" if i % 3 else "piqa"
-        words = rng.randint(2, 40) if task == "boolq" else rng.randint(2, 8)
-        text = " ".join(rng.choice(WORDS) for _ in range(words))
-        base = -1.5 - 0.01 * words
-        scores = [base + float(x) for x in noise.normal(0, 0.2, len(sets))]
-        cols["task"].append(task)
-        cols["item_id"].append(f"{task}-{i}")
-        cols["router_text"].append(f"Question: {text}?\nAnswer:")
-        cols["scores"].append(scores)
-        cols["dense_score"].append(max(scores) + 0.1)
-    meta = {
-        "candidates_sha256": sha,
-        "candidates_file": "/nonexistent/candidates.yaml",
-        "candidates_base_model": "tiny-llm",
-        "base_model": "tiny-llm",
-        "num_blocks": 6,
-        "num_candidates": len(sets),
-        "omission_sets": sets,
-        "candidate_names": NAMES[: len(sets)],
-    }
-    return save_dataset(make_dataset(cols, len(sets)), meta, path)
 
 
 @pytest.fixture(scope="module")
@@ -87,20 +33,6 @@ def cli_args(setup: dict, *extra: str) -> list[str]:
         "64",
         *extra,
     ]
-
-
-def module_with_data(setup: dict, **kwargs) -> tuple[RouterModule, RouterDataModule]:
-    from lightning.pytorch import Trainer
-
-    module = RouterModule(encoder=str(setup["encoder"]), max_length=64, **kwargs)
-    data = RouterDataModule(datasets=str(setup["dataset"]), router=str(setup["encoder"]), max_length=64, batch_size=8)
-    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=1)
-    trainer.strategy.connect(module)
-    trainer.datamodule = data  # what trainer.fit does before setup
-    module.trainer = trainer
-    data.trainer = trainer
-    module.setup("fit")
-    return module, data
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -144,8 +76,9 @@ def test_short_fit_logs_metrics_checkpoints_and_exports_the_best(setup, tmp_path
     )
     runs = list((tmp_path / "checkpoints" / "router" / "tensorboard").glob("version_*"))
     assert len(runs) == 1
-    ckpts = list((runs[0] / "checkpoints").glob("*.ckpt"))
+    ckpts = list((runs[0] / "checkpoints").glob("best*.ckpt"))
     assert len(ckpts) == 1 and (runs[0] / "config.yaml").is_file()
+    assert (runs[0] / "checkpoints" / "last.ckpt").is_file()  # what fit --ckpt_path last resumes from
     info = json.loads((tmp_path / "out" / "router.json").read_text())
     assert info["checkpoint"] == str(ckpts[0])
 

