@@ -201,3 +201,21 @@ def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks(r
         ids = tokenizer(prompt, return_tensors="pt")
         want = small.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id)
         assert text == tokenizer.decode(want[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
+    from pudding.bench import bench_length, first_blocks, prefill, route_hidden, self_routed_prefill
+
+    model, tokenizer, router = routed.lm.model, routed.lm.tokenizer, routed.router
+    seen = set()
+    for prompt in PROMPTS:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        choice = route_hidden(router, first_blocks(model, ids, 1))
+        assert choice == router.route_texts([prompt])[0]
+        seen.add(choice)
+        got = self_routed_prefill(model, ids, router, routed.omission_sets)
+        torch.testing.assert_close(got, prefill(model, ids, routed.omission_sets[choice]), atol=1e-5, rtol=1e-5)
+    assert len(seen) > 1
+    row = bench_length(model, tokenizer, router, routed.omission_sets, 12, new_tokens=2, repeats=1, warmup=0)
+    assert row["router_kind"] == "self" and row["omit"] == list(routed.omission_sets[row["choice"]])
+    assert row["router"]["runs"] == 1 and row["routed_generate_tokens_per_s"] > 0
