@@ -219,3 +219,38 @@ def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
     row = bench_length(model, tokenizer, router, routed.omission_sets, 12, new_tokens=2, repeats=1, warmup=0)
     assert row["router_kind"] == "self" and row["omit"] == list(routed.omission_sets[row["choice"]])
     assert row["router"]["runs"] == 1 and row["routed_generate_tokens_per_s"] > 0
+
+
+def test_eval_bundle_accepts_a_self_bundle(setup, trained, shared_data, tmp_path):
+    from pudding.evaluation import judge, split_scores
+    from pudding.routed.evaluate import evaluate_bundle
+    from pudding.tasks import DataOptions, eval_items
+
+    options = DataOptions(data_dir=str(shared_data))
+    report = evaluate_bundle(
+        str(trained["bundle"]),
+        ["piqa"],
+        options,
+        limit=4,
+        base=str(setup["llm"]),
+        dtype="float32",
+        device="cpu",
+        cache_dir=setup["root"] / "models",
+        outcomes_dir=tmp_path / "outcomes",
+        sleb=False,
+        output=tmp_path / "results",
+        log=lambda _: None,
+    )
+    model = PuddingModel.from_pretrained(
+        trained["bundle"], base=str(setup["llm"]), device="cpu", dtype="float32", cache_dir=setup["root"] / "models"
+    )
+    items = eval_items("piqa", options)[0][:4]
+    choices = model.router.route_texts([item.router_text for item in items])
+    right = []
+    for item, choice in zip(items, choices, strict=True):
+        scores = model.scorer.score(list(item.requests), omit=model.omission_sets[choice])
+        result = judge([item], split_scores([item], scores))[0]
+        right.append(result.pred == result.gold)
+    routed_name = next(name for name, kind in report["kinds"].items() if kind == "routed")
+    assert report["results"][routed_name]["piqa"]["acc"] == pytest.approx(sum(right) / len(right))
+    assert sum(report["routing_histogram"]["piqa"]) == 4
