@@ -6,6 +6,12 @@ greedily with the KV cache. A routed figure includes the router's own time (its 
 reported separately as well. Each figure is the median over ``repeats`` runs after ``warmup`` runs, with the spread
 (interquartile range, min, max); on CUDA every timed region ends with a synchronisation.
 
+A ``self`` router (it reads the base LLM's first blocks, :mod:`pudding.router.self_features`) is timed as it runs:
+the routed pre-fill runs the first blocks once, pools and applies the head, then continues with the rest of the
+chosen blocks from that hidden state; its router time is the pooling and head only (the first blocks count as the
+LLM's pre-fill, where they run anyway). Its routed generation routes that way and then generates from the
+embeddings (the first blocks' share of the prompt runs twice there, as in ``PuddingModel.generate``).
+
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` around each measured configuration; on a CPU the process's
 peak resident set (``ru_maxrss``), which only grows, so it is reported once for the whole run.
 """
@@ -22,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from pudding.models.omission import omit_blocks
+from pudding.models.adapters import body, get_layers
+from pudding.models.omission import omit_blocks, use_blocks
 from pudding.plots import pyplot, save_figure
 
 
@@ -96,6 +103,47 @@ def generate(
         )
 
 
+@torch.inference_mode()
+def first_blocks(model: torch.nn.Module, input_ids: torch.Tensor, keep_first: int) -> torch.Tensor:
+    """Hidden states entering block ``keep_first`` [1, L, D]: the first blocks run once, no final norm or LM head."""
+    from pudding.scoring import _output_recorder
+
+    store: list[torch.Tensor] = []
+    hook = get_layers(model)[keep_first - 1].register_forward_hook(_output_recorder(store))
+    try:
+        with use_blocks(model, list(range(keep_first))):
+            body(model)(input_ids=input_ids, use_cache=False)
+    finally:
+        hook.remove()
+    return store[0]
+
+
+def route_hidden(router, hidden: torch.Tensor) -> int:
+    """A ``self`` router's choice from first-blocks hidden states [1, L, D] (pooling and head only)."""
+    from pudding.router.self_features import pool_rows
+
+    return int(router.predict_features(pool_rows(hidden, [hidden.shape[1]])).argmax(-1)[0])
+
+
+@torch.inference_mode()
+def self_routed_prefill(
+    model: torch.nn.Module, input_ids: torch.Tensor, router, omission_sets: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """Routed pre-fill with a ``self`` router: first blocks once, route, the chosen set's other blocks from there."""
+    from pudding.scoring import _injector
+
+    keep_first = router.encoder.keep_first
+    hidden = first_blocks(model, input_ids, keep_first)
+    omit = set(omission_sets[route_hidden(router, hidden)])
+    rest = [b for b in range(keep_first, len(get_layers(model))) if b not in omit]
+    hook = get_layers(model)[rest[0]].register_forward_pre_hook(_injector([hidden], {"batch": 0}), with_kwargs=True)
+    try:
+        with use_blocks(model, rest):
+            return model(input_ids=input_ids, use_cache=False, logits_to_keep=1).logits
+    finally:
+        hook.remove()
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory so far: CUDA allocator peak on CUDA, the process's peak resident set on a CPU (Linux: KiB)."""
     if device.type == "cuda":
@@ -156,24 +204,45 @@ def bench_length(
     """Dense vs routed at one prompt length: pre-fill, router, routed pre-fill with the router included, generation.
 
     ``router`` has ``route_texts(texts) -> list[int]`` (a trained bundle's router); the routed figures use the
-    candidate it picks for this prompt.
+    candidate it picks for this prompt. A ``self`` router is timed as described in the module docstring.
     """
     device = next(model.parameters()).device
     input_ids, text = make_prompt(tokenizer, num_tokens)
     input_ids = input_ids.to(device)
-    (choice,) = router.route_texts([text])
-    omit = list(omission_sets[choice])
+    is_self = bool(getattr(router, "is_self", False))
+    if is_self:
+        hidden = first_blocks(model, input_ids, router.encoder.keep_first)
+        choice = route_hidden(router, hidden)
 
-    def routed_prefill() -> None:
-        (pick,) = router.route_texts([text])
-        prefill(model, input_ids, omission_sets[pick])
+        def route_only() -> object:
+            return route_hidden(router, hidden)
+
+        def routed_prefill() -> None:
+            self_routed_prefill(model, input_ids, router, omission_sets)
+
+        def route_for_generation() -> object:
+            return route_hidden(router, first_blocks(model, input_ids, router.encoder.keep_first))
+
+    else:
+        (choice,) = router.route_texts([text])
+
+        def route_only() -> object:
+            return router.route_texts([text])
+
+        def routed_prefill() -> None:
+            (pick,) = router.route_texts([text])
+            prefill(model, input_ids, omission_sets[pick])
+
+        route_for_generation = route_only
+    omit = list(omission_sets[choice])
 
     dense = time_call(lambda: prefill(model, input_ids), device, repeats, warmup)
     pruned = time_call(lambda: prefill(model, input_ids, omit), device, repeats, warmup)
-    routing = time_call(lambda: router.route_texts([text]), device, repeats, warmup)
+    routing = time_call(route_only, device, repeats, warmup)
     routed = time_call(routed_prefill, device, repeats, warmup)
     row = {
         "tokens": num_tokens,
+        "router_kind": "self" if is_self else "text",
         "choice": int(choice),
         "omit": omit,
         "dense_prefill": dense.summary(),
@@ -187,7 +256,7 @@ def bench_length(
         gen_repeats = max(1, repeats // 3)
         dense_gen = time_call(lambda: generate(model, input_ids, new_tokens), device, gen_repeats, 1)
         routed_gen = time_call(
-            lambda: (router.route_texts([text]), generate(model, input_ids, new_tokens, omit)), device, gen_repeats, 1
+            lambda: (route_for_generation(), generate(model, input_ids, new_tokens, omit)), device, gen_repeats, 1
         )
         row["dense_generate_tokens_per_s"] = new_tokens / dense_gen.median
         row["routed_generate_tokens_per_s"] = new_tokens / routed_gen.median

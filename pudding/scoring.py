@@ -76,6 +76,36 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         return Batch(*(t.to(device) for t in vars(self).values()))
 
+    def context_lengths(self) -> list[int]:
+        """Context tokens of each row: its first scored prediction sits at the last context position."""
+        first = torch.full((self.input_ids.shape[0],), self.input_ids.shape[1], dtype=torch.long)
+        first.scatter_reduce_(0, self.score_rows.cpu(), self.score_pos.cpu(), reduce="amin")
+        return (first + 1).tolist()
+
+    def select(self, rows: Sequence[int]) -> tuple[Batch, int]:
+        """The batch cut to ``rows`` (in that order) and to their longest row; returns it and the new width.
+
+        Scored positions keep their owners, so a run over selected batches scores exactly those requests.
+        """
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        where = {int(r): j for j, r in enumerate(index.tolist())}
+        keep = torch.tensor([int(r) in where for r in self.score_rows.tolist()], dtype=torch.bool)
+        new_rows = torch.tensor([where[int(r)] for r in self.score_rows[keep].tolist()], dtype=torch.long)
+        width = int(self.score_pos[keep].max()) + 1 if keep.any() else 1
+        width = min(width, self.input_ids.shape[1])
+        mask = self.attention_mask[index]
+        mask = mask[..., :width, :width] if mask.dim() == 4 else mask[:, :width]
+        batch = Batch(
+            input_ids=self.input_ids[index, :width],
+            attention_mask=mask,
+            position_ids=self.position_ids[index, :width],
+            score_rows=new_rows,
+            score_pos=self.score_pos[keep],
+            targets=self.targets[keep],
+            owner=self.owner[keep],
+        )
+        return batch, width
+
 
 @dataclass
 class Prepared:
@@ -225,17 +255,24 @@ class Scorer:
         blocks: Sequence[int] | None = None,
         start_hidden: Sequence[torch.Tensor] | None = None,
         capture: Iterable[int] = (),
+        score: bool = True,
     ) -> tuple[list[Score], dict[int, list[torch.Tensor]]]:
         """Score prepared requests running ``blocks`` (default: all), in order.
 
         ``start_hidden[i]``, when given, replaces the input of the first block in ``blocks`` for batch ``i`` (the
         hidden states an earlier run recorded there). ``capture`` names blocks whose input hidden states are
-        recorded and returned, one tensor per batch, for later ``start_hidden`` use.
+        recorded and returned, one tensor per batch, for later ``start_hidden`` use; ``blocks[-1] + 1`` may be named
+        too (the output of the last block run: the input that block would get). ``score=False`` runs the blocks for
+        their captures only: no LM head, and the returned score list is empty (the self router's first pass).
         """
         blocks = list(range(self.num_blocks)) if blocks is None else list(blocks)
+        capture = list(capture)
+        after = blocks[-1] + 1 if blocks and blocks[-1] + 1 in capture and blocks[-1] + 1 not in blocks else None
         capture = [b for b in capture if b in blocks]
         layers = get_layers(self.model)
         captured: dict[int, list[torch.Tensor]] = {b: [] for b in capture}
+        if after is not None:
+            captured[after] = []
         device = next(self.model.parameters()).device
         totals = torch.zeros(len(prepared.requests), dtype=torch.float64)
         misses = torch.zeros(len(prepared.requests), dtype=torch.long)  # non-greedy tokens per request
@@ -245,29 +282,39 @@ class Scorer:
             inject = _injector(start_hidden, current)
             hooks.append(layers[blocks[0]].register_forward_pre_hook(inject, with_kwargs=True))
         hooks += [layers[b].register_forward_pre_hook(_recorder(captured[b]), with_kwargs=True) for b in capture]
+        if after is not None:
+            hooks.append(layers[blocks[-1]].register_forward_hook(_output_recorder(captured[after])))
         try:
             with use_blocks(self.model, blocks):
                 batches = tqdm(prepared.batches, desc="scoring", leave=False, disable=not self.progress)
                 for i, batch in enumerate(batches):
                     current["batch"] = i
-                    self._score_batch(batch.to(device), totals, misses)
+                    if score:
+                        self._score_batch(batch.to(device), totals, misses)
+                    else:
+                        self._run_batch(batch.to(device))
         finally:
             for hook in hooks:
                 hook.remove()
+        if not score:
+            return [], captured
         scores = [
             Score(logprob=float(totals[i]), num_tokens=prepared.num_tokens[i], is_greedy=bool(misses[i] == 0))
             for i in range(len(prepared.requests))
         ]
         return scores, captured
 
-    def _score_batch(self, batch: Batch, totals: torch.Tensor, misses: torch.Tensor) -> None:
-        out = body(self.model)(
+    def _run_batch(self, batch: Batch) -> torch.Tensor:
+        """Final (normed) hidden states of one batch through the blocks in use."""
+        return body(self.model)(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             use_cache=False,
-        )
-        hidden = out.last_hidden_state[batch.score_rows, batch.score_pos]
+        ).last_hidden_state
+
+    def _score_batch(self, batch: Batch, totals: torch.Tensor, misses: torch.Tensor) -> None:
+        hidden = self._run_batch(batch)[batch.score_rows, batch.score_pos]
         # A few dozen rows of float32 logits at a time: the max/exp/sum passes then run in cache; with ~1k-row
         # chunks the same work was ~2x slower on CPU, and the LM-head tail dominated continuation-heavy tasks.
         chunk = max(1, HEAD_CHUNK_ELEMENTS // max(1, self.model.config.vocab_size))
@@ -294,6 +341,13 @@ def _recorder(store: list[torch.Tensor]):
     def hook(module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
         store.append(hidden.detach().clone())
+
+    return hook
+
+
+def _output_recorder(store: list[torch.Tensor]):
+    def hook(module, args, output):
+        store.append((output[0] if isinstance(output, tuple) else output).detach().clone())
 
     return hook
 

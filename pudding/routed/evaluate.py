@@ -76,7 +76,7 @@ def evaluate_bundle(
 
     cset = load_candidates(bundle_dir / "candidates.yaml")
     lm = load_base(base or cset.base_model, dtype=dtype, device=device, cache_dir=cache_dir)
-    router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)))
+    router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)), lm=lm)
     scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=batch_tokens)
     record = lm.dtype_choice.record()
     key = model_key(lm.name, record["dtype"], lm.device.type)

@@ -4,6 +4,11 @@ Every prompt is routed once (the router reads the prompt only, never an answer),
 candidate's blocks skipped. A batch is split by chosen candidate and each group runs as one batch through the
 project's one scoring engine (:class:`pudding.scoring.Scorer`) or through ``generate``; results come back in input
 order. Several requests that share a prompt (the choices of one question) share one routing decision.
+
+With a ``self`` router bundle (the router reads the base LLM's own first blocks, :mod:`pudding.router.self_features`)
+scoring runs those blocks once per batch, routes each prompt from their output, then continues each row with the
+rest of its chosen blocks from that same hidden state (:meth:`Scorer.run` with ``start_hidden``): nothing is
+computed twice.
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ from pudding.candidates import CandidateSet, load_candidates
 from pudding.models.adapters import get_layers
 from pudding.models.loading import DEFAULT_CACHE_DIR, BaseModel, load_base
 from pudding.models.omission import omit_blocks, validate_omission
-from pudding.scoring import Score, Scorer
+from pudding.scoring import Prepared, Score, Scorer
+
+
+def _pooled(batch, states: torch.Tensor) -> torch.Tensor:
+    """[rows, 2D] first-blocks features of each row's context (what the ``self`` router reads)."""
+    from pudding.router.self_features import pool_rows
+
+    return pool_rows(states, batch.context_lengths())
 
 
 def group_by_choice(choices: Sequence[int]) -> dict[int, list[int]]:
@@ -51,6 +63,8 @@ class PuddingModel:
         self.omission_sets = [validate_omission(s, num_blocks) for s in candidates.omission_sets]
         self.bundle = bundle or {}
         self.bundle_dir: Path | None = None
+        if self.is_self:  # the router reads this very model's first blocks
+            self.router.encoder.attach(lm.model, lm.tokenizer, batch_tokens=batch_tokens)
 
     @classmethod
     def from_pretrained(
@@ -68,12 +82,17 @@ class PuddingModel:
         bundle_dir = Path(bundle_dir)
         candidates = load_candidates(bundle_dir / "candidates.yaml")
         lm = load_base(base or candidates.base_model, dtype=dtype, device=device, cache_dir=cache_dir)
-        router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)))
+        router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)), lm=lm)
         model = cls(router, candidates, lm, batch_tokens=batch_tokens, bundle=config)
         model.bundle_dir = bundle_dir
         return model
 
     # ------------------------------------------------------------------------------------------------ routing
+    @property
+    def is_self(self) -> bool:
+        """Whether the router reads the base LLM's first blocks (a ``self`` bundle)."""
+        return bool(getattr(self.router, "is_self", False))
+
     @property
     def candidate_names(self) -> list[str]:
         return [c.name for c in self.candidates.candidates]
@@ -102,12 +121,43 @@ class PuddingModel:
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[Score]:
         """Score ``(context, continuation)`` pairs, each with the omission set chosen for its context."""
         requests = [(str(c), str(x)) for c, x in requests]
+        if self.is_self:
+            return self._self_loglikelihood(requests)
         choices = self.route([c for c, _ in requests])
         out: list[Score | None] = [None] * len(requests)
         for choice, positions in group_by_choice(choices).items():
             scores = self.scorer.score([requests[p] for p in positions], omit=self.omission_sets[choice])
             for p, score in zip(positions, scores, strict=True):
                 out[p] = score
+        return out  # type: ignore[return-value]
+
+    def _self_loglikelihood(self, requests: list[tuple[str, str]]) -> list[Score]:
+        """``self`` router: first blocks once per batch, route per row, the rest of each row's blocks from there."""
+        self.check_prompts([c for c, _ in requests])
+        features = self.router.encoder.features
+        if not requests:
+            return []
+        keep_first = features.keep_first
+        prepared = self.scorer.prepare(requests)
+        hidden = features.first_pass(prepared)
+        # one routing decision per row (a row is one context with all its continuations)
+        parts: dict[int, tuple[list, list]] = {}
+        for batch, states in zip(prepared.batches, hidden, strict=True):
+            rows = self.router.predict_features(_pooled(batch, states)).argmax(-1).tolist()
+            for choice in set(rows):
+                picked = [r for r, c in enumerate(rows) if c == choice]
+                sub, width = batch.select(picked)
+                parts.setdefault(int(choice), ([], []))
+                parts[int(choice)][0].append(sub)
+                parts[int(choice)][1].append(states[picked, :width])
+        out: list[Score | None] = [None] * len(requests)
+        for choice, (batches, starts) in parts.items():
+            rest = [b for b in range(self.scorer.num_blocks) if b >= keep_first and b not in self.omission_sets[choice]]
+            group = Prepared(requests=prepared.requests, num_tokens=prepared.num_tokens, batches=batches)
+            scores, _ = self.scorer.run(group, rest, start_hidden=starts)
+            for batch in batches:
+                for owner in set(batch.owner.tolist()):
+                    out[owner] = scores[owner]
         return out  # type: ignore[return-value]
 
     # ---------------------------------------------------------------------------------------------- generation
@@ -117,6 +167,10 @@ class PuddingModel:
 
         Prompts of one chosen candidate are generated together, left-padded; ``generate_kwargs`` go to
         ``transformers``' ``generate`` (greedy with 32 new tokens unless given). Returns the new text only.
+
+        With a ``self`` router, routing runs the first blocks on each prompt and generation then runs the chosen
+        set from the embeddings: the first blocks' share of the prompt is computed twice here (not yet handed to
+        the KV cache; scoring, :meth:`loglikelihood`, does not recompute).
         """
         tokenizer = self.lm.tokenizer
         model = self.lm.model

