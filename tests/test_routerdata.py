@@ -548,6 +548,8 @@ def test_release_folder_is_checked_against_its_manifest(tiny_setup, reference, t
     assert manifest["headroom"][-1]["task"] == "all"
     with pytest.raises(OutputError):
         write_release(reference, tmp_path / "rel")
+    with pytest.raises(ReleaseError, match=r"produced_by\[0\]\.seconds: missing"):
+        write_release(reference, tmp_path / "rel2", produced_by=[{"command": "pudding dataset", "machine": "x"}])
     scores = tmp_path / "rel" / "router_scores.parquet"
     scores.write_bytes(scores.read_bytes() + b"x")
     with pytest.raises(ReleaseError, match="sha256 differs"):
