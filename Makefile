@@ -25,13 +25,27 @@ lint:
 test: lint
 	$(PY) -m pytest -q
 
-# The main job end to end on the embedded defaults: candidate search, its accuracy table, router data.
-pipeline: setup
+# The main job end to end on the embedded defaults, from scratch: candidate search, router data, router training,
+# routed evaluation against every baseline, speed. Hours on a CPU (see README); each stage resumes where it stopped,
+# and a stage whose output exists is skipped (delete the output to redo it). From the release: make demo.
+pipeline: setup checkpoints/eval/results.json checkpoints/bench/bench.json
+
+checkpoints/candidates.yaml:
 	$(VENV)/bin/pudding candidates --config configs/candidates.yaml --data_dir $(DATA_DIR)
-	$(VENV)/bin/pudding eval --candidates checkpoints/candidates.yaml --limit 200 --data_dir $(DATA_DIR) \
-		--output checkpoints/candidates_eval.json
+
+checkpoints/router_dataset/pudding_meta.json: checkpoints/candidates.yaml
 	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR) \
 		--trainer.devices 2 --trainer.strategy ddp
+
+checkpoints/router/bundle/router.json: checkpoints/router_dataset/pudding_meta.json
+	$(VENV)/bin/pudding-train fit --config configs/router.yaml --overwrite_bundle true
+
+checkpoints/eval/results.json: checkpoints/router/bundle/router.json
+	$(VENV)/bin/pudding eval --bundle checkpoints/router/bundle --data_dir $(DATA_DIR) \
+		--output checkpoints/eval/results.json --overwrite true
+
+checkpoints/bench/bench.json: checkpoints/router/bundle/router.json
+	$(VENV)/bin/pudding bench --bundle checkpoints/router/bundle --output checkpoints/bench/bench.json --overwrite true
 
 # The router dataset from the released scores (checkpoints/release/), in seconds instead of hours of scoring.
 data: setup
@@ -72,7 +86,7 @@ $(DEMO)/results.json: $(DEMO)/bundle/router.json
 		--output $(DEMO)/results.json --overwrite true
 
 $(DEMO)/bench.json: $(DEMO)/bundle/router.json
-	$(VENV)/bin/pudding bench --bundle $(DEMO)/bundle --repeats 5 --new_tokens 32 --output $(DEMO)/bench.json
+	$(VENV)/bin/pudding bench --bundle $(DEMO)/bundle --repeats 5 --new_tokens 32 --output $(DEMO)/bench.json --overwrite true
 
 bench: setup
 	$(PY) benchmarks/eval_vs_lmeval.py --data_dir $(DATA_DIR)
