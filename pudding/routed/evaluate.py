@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pudding.errors import OptionError
@@ -20,6 +20,7 @@ from pudding.models.loading import DEFAULT_CACHE_DIR, load_base
 from pudding.outcomes import DEFAULT_OUTCOMES_DIR, compute_outcomes, model_key
 from pudding.routed.table import build_rows, csv_table, markdown_table, plot_results, routing_histogram, text_table
 from pudding.scoring import Scorer
+from pudding.search.runs import print_line
 from pudding.search.sleb import sleb_search, sleb_texts
 from pudding.tasks import DataOptions, TaskDataError, eval_items
 
@@ -50,7 +51,7 @@ def evaluate_bundle(
     sleb_samples: int = 16,
     corpus: str | None = None,
     output: str | Path = "checkpoints/eval_bundle/results",
-    log=print,
+    log: Callable[[str], None] = print_line,
 ) -> dict:
     """Evaluate a router bundle and every baseline; write ``<output>.{json,md,csv,png}``; return the report.
 

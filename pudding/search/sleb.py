@@ -19,6 +19,7 @@ from pudding.io import atomic_write_json
 from pudding.scoring import Scorer
 from pudding.search.greedy import FastEvaluator, SearchResult, greedy_search
 from pudding.search.objectives import corpus_texts, get_loss, gold_texts, sample_indices, text_requests
+from pudding.search.runs import print_line
 from pudding.tasks import DataOptions, router_items
 
 SLEB_VERSION = 1
@@ -52,7 +53,7 @@ def sleb_search(
     cache_dir: str | Path | None = None,
     keep_first: int = 1,
     keep_last: int = 1,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print_line,
 ) -> SearchResult:
     """Greedy perplexity search on ``texts``; with ``cache_dir`` the result (and each step) is kept and reused.
 
