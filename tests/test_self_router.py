@@ -193,10 +193,22 @@ def test_self_routed_loglikelihood_equals_the_chosen_set_from_scratch_and_runs_b
         assert score.logprob == pytest.approx(want.logprob, abs=1e-4)
 
 
-def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks(routed):
-    out = routed.generate(PROMPTS, max_new_tokens=5)
+def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks_and_runs_block0_once(routed):
+    prompts = [*PROMPTS, PROMPTS[1]]  # a repeated prompt is pre-filled once and generated twice
+    widths = []
+    layer0 = get_layers(routed.lm.model)[0]
+    hook = layer0.register_forward_hook(lambda _m, args, _out: widths.append(tuple(args[0].shape[:2])))
+    try:
+        out = routed.generate(prompts, max_new_tokens=5)
+    finally:
+        hook.remove()
     tokenizer = routed.lm.tokenizer
-    for prompt, choice, text in zip(PROMPTS, routed.route(PROMPTS), out, strict=True):
+    longest = max(len(tokenizer(p)["input_ids"]) for p in PROMPTS)
+    # the prompts go through block 0 once, together; after that only generate's steps, one token each
+    assert widths[0] == (len(PROMPTS), longest) and all(w == 1 for _, w in widths[1:])
+    assert len(set(routed.route(PROMPTS))) > 1 and len(widths) <= 1 + 5 * len(set(routed.route(PROMPTS)))
+    assert out[-1] == out[1]
+    for prompt, choice, text in zip(prompts, routed.route(prompts), out, strict=True):
         small = rebuilt_without(routed.lm.model, routed.omission_sets[choice])
         ids = tokenizer(prompt, return_tensors="pt")
         want = small.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id)
@@ -254,3 +266,43 @@ def test_eval_bundle_accepts_a_self_bundle(setup, trained, shared_data, tmp_path
     routed_name = next(name for name, kind in report["kinds"].items() if kind == "routed")
     assert report["results"][routed_name]["piqa"]["acc"] == pytest.approx(sum(right) / len(right))
     assert sum(report["routing_histogram"]["piqa"]) == 4
+
+
+def test_routed_prefill_fills_the_cache_a_plain_prefill_of_the_chosen_set_fills(tiny_llama, tokenizer):
+    """keep_first=2, two rows routed to different sets: cache layer i is the i-th kept block's, prompt minus one."""
+    from transformers import DynamicCache
+
+    from pudding.models.omission import omit_blocks
+    from pudding.routed.self_prefill import routed_prefill
+
+    sets = [[2, 4], [3]]
+    saved = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        batch = tokenizer(PROMPTS[:2], return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = saved
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    seen = []
+
+    def choose(hidden):
+        seen.append(hidden)
+        return [1, 0]
+
+    parts = routed_prefill(tiny_llama, ids, mask, 2, sets, choose)
+    assert [(p.choice, p.rows) for p in parts] == [(1, [0]), (0, [1])]
+    # what the router read: the input of block 2 of the dense model
+    dense = tiny_llama(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    real = mask.bool()
+    torch.testing.assert_close(seen[0][real], dense.hidden_states[2][real], atol=1e-5, rtol=1e-5)
+    for part in parts:
+        row = part.rows[0]
+        length = int(mask[row].sum())
+        plain = DynamicCache()
+        with omit_blocks(tiny_llama, sets[part.choice]), torch.no_grad():
+            tiny_llama(input_ids=ids[row : row + 1, -length:-1], cache=plain, use_cache=True)
+        assert len(part.cache.layers) == len(plain.layers) == 6 - len(sets[part.choice])
+        for got, want in zip(part.cache.layers, plain.layers, strict=True):
+            assert got.keys.shape[-2] == ids.shape[1] - 1
+            torch.testing.assert_close(got.keys[:, :, -(length - 1) :], want.keys, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(got.values[:, :, -(length - 1) :], want.values, atol=1e-5, rtol=1e-5)
