@@ -216,7 +216,8 @@ def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks_a
 
 
 def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
-    from pudding.bench import bench_length, first_blocks, prefill, route_hidden, self_routed_prefill
+    from pudding.bench import bench_length, first_blocks, generate, prefill, route_hidden, self_routed_prefill
+    from pudding.routed.self_prefill import routed_prefill
 
     model, tokenizer, router = routed.lm.model, routed.lm.tokenizer, routed.router
     seen = set()
@@ -227,6 +228,10 @@ def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
         seen.add(choice)
         got = self_routed_prefill(model, ids, router, routed.omission_sets)
         torch.testing.assert_close(got, prefill(model, ids, routed.omission_sets[choice]), atol=1e-5, rtol=1e-5)
+        # bench's routed generation: the same first pass fills the cache generation continues from
+        (part,) = routed_prefill(model, ids, torch.ones_like(ids), 1, routed.omission_sets, lambda h, c=choice: [c])
+        cached = generate(model, ids, 4, routed.omission_sets[choice], cache=part.cache)
+        assert torch.equal(cached, generate(model, ids, 4, routed.omission_sets[choice]))
     assert len(seen) > 1
     row = bench_length(model, tokenizer, router, routed.omission_sets, 12, new_tokens=2, repeats=1, warmup=0)
     assert row["router_kind"] == "self" and row["omit"] == list(routed.omission_sets[row["choice"]])
