@@ -11,6 +11,7 @@ from test_routed_model import PROMPTS, rebuilt_without
 from test_router_train import tiny_dataset
 
 from pudding.models.adapters import get_layers
+from pudding.models.loading import load_base
 from pudding.routed.model import PuddingModel
 from pudding.router.bundle import load_bundle
 from pudding.router.self_features import SelfRouterError, keep_first_of, pool_rows
@@ -311,3 +312,46 @@ def test_routed_prefill_fills_the_cache_a_plain_prefill_of_the_chosen_set_fills(
             assert got.keys.shape[-2] == ids.shape[1] - 1
             torch.testing.assert_close(got.keys[:, :, -(length - 1) :], want.keys, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(got.values[:, :, -(length - 1) :], want.values, atol=1e-5, rtol=1e-5)
+
+
+def test_zeroshot_callback_computes_a_self_routers_item_features_from_its_one_llm(
+    setup, trained, tiny_llama, tokenizer, tmp_path, monkeypatch
+):
+    from test_router_zeroshot import write_data
+
+    from pudding.router import zeroshot
+    from pudding.tasks import clear_cache
+
+    module, _ = load_bundle(trained["bundle"])  # no LLM attached: its encoder would load one to route
+    meta = {
+        "base_model": str(setup["llm"]),
+        "omission_sets": SETS,
+        "tasks": ["arc_easy", "boolq"],
+        "router_fraction": 0.5,
+        "split_seed": 0,
+    }
+    clear_cache()
+    cb = zeroshot.ZeroShotEvalCallback(
+        limit=3,
+        data_dir=str(write_data(tmp_path / "data")),
+        dtype="float32",
+        device="cpu",
+        cache_dir=tmp_path / "cache",
+        outcomes_dir=tmp_path / "outcomes",
+        model_cache_dir=str(setup["root"] / "models"),
+    )
+    sets = cb.plan(meta, [], module.omission_sets, torch.device("cpu"))
+    loads = []
+    monkeypatch.setattr(zeroshot, "load_base", lambda *a, **k: loads.append(a) or load_base(*a, **k))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the self encoder loaded a second copy of the base model")
+
+    monkeypatch.setattr("pudding.models.loading.load_base", refuse)
+    cb.load_or_compute(sets, module)
+    texts = [item.router_text for items in cb.items.values() for item in items]
+    assert len(loads) == 1 and len(texts) == 6
+    got = module.predict_texts(texts)
+    module.encoder.attach(tiny_llama, tokenizer)  # reference: the features from the model itself, fresh
+    torch.testing.assert_close(got, module.predict_texts(texts), atol=1e-5, rtol=1e-5)
+    clear_cache()
