@@ -9,8 +9,8 @@ reported separately as well. Each figure is the median over ``repeats`` runs aft
 A ``self`` router (it reads the base LLM's first blocks, :mod:`pudding.router.self_features`) is timed as it runs:
 the routed pre-fill runs the first blocks once, pools and applies the head, then continues with the rest of the
 chosen blocks from that hidden state; its router time is the pooling and head only (the first blocks count as the
-LLM's pre-fill, where they run anyway). Its routed generation routes that way and then generates from the
-embeddings (the first blocks' share of the prompt runs twice there, as in ``PuddingModel.generate``).
+LLM's pre-fill, where they run anyway). Its routed generation is ``PuddingModel.generate``'s: that same pass fills
+the KV cache (:func:`pudding.routed.self_prefill.routed_prefill`) and generation continues from it.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` around each measured configuration; on a CPU the process's
 peak resident set (``ru_maxrss``), which only grows, so it is reported once for the whole run.
@@ -89,13 +89,18 @@ def prefill(model: torch.nn.Module, input_ids: torch.Tensor, omit: Sequence[int]
 
 @torch.inference_mode()
 def generate(
-    model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int, omit: Sequence[int] = ()
+    model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int, omit: Sequence[int] = (), cache=None
 ) -> torch.Tensor:
-    """Exactly ``new_tokens`` greedy tokens after ``input_ids``, with ``omit`` skipped for the whole generation."""
+    """Exactly ``new_tokens`` greedy tokens after ``input_ids``, with ``omit`` skipped for the whole generation.
+
+    ``cache``: a KV cache already holding all but the last prompt token (a ``self`` router's pre-fill).
+    """
+    extra = {} if cache is None else {"cache": cache}
     with omit_blocks(model, omit):
         return model.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
+            **extra,
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
             do_sample=False,
@@ -220,8 +225,14 @@ def bench_length(
         def routed_prefill() -> None:
             self_routed_prefill(model, input_ids, router, omission_sets)
 
-        def route_for_generation() -> object:
-            return route_hidden(router, first_blocks(model, input_ids, router.encoder.keep_first))
+        def routed_generation() -> object:
+            from pudding.routed.self_prefill import routed_prefill
+
+            mask = torch.ones_like(input_ids)
+            (part,) = routed_prefill(
+                model, input_ids, mask, router.encoder.keep_first, omission_sets, lambda h: [route_hidden(router, h)]
+            )
+            return generate(model, input_ids, new_tokens, omission_sets[part.choice], cache=part.cache)
 
     else:
         (choice,) = router.route_texts([text])
@@ -233,7 +244,10 @@ def bench_length(
             (pick,) = router.route_texts([text])
             prefill(model, input_ids, omission_sets[pick])
 
-        route_for_generation = route_only
+        def routed_generation() -> object:
+            (pick,) = router.route_texts([text])
+            return generate(model, input_ids, new_tokens, omission_sets[pick])
+
     omit = list(omission_sets[choice])
 
     dense = time_call(lambda: prefill(model, input_ids), device, repeats, warmup)
@@ -255,9 +269,7 @@ def bench_length(
     if new_tokens > 0:
         gen_repeats = max(1, repeats // 3)
         dense_gen = time_call(lambda: generate(model, input_ids, new_tokens), device, gen_repeats, 1)
-        routed_gen = time_call(
-            lambda: (route_for_generation(), generate(model, input_ids, new_tokens, omit)), device, gen_repeats, 1
-        )
+        routed_gen = time_call(routed_generation, device, gen_repeats, 1)
         row["dense_generate_tokens_per_s"] = new_tokens / dense_gen.median
         row["routed_generate_tokens_per_s"] = new_tokens / routed_gen.median
         row["ratio_generate_speed"] = dense_gen.median / routed_gen.median

@@ -11,6 +11,7 @@ from test_routed_model import PROMPTS, rebuilt_without
 from test_router_train import tiny_dataset
 
 from pudding.models.adapters import get_layers
+from pudding.models.loading import load_base
 from pudding.routed.model import PuddingModel
 from pudding.router.bundle import load_bundle
 from pudding.router.self_features import SelfRouterError, keep_first_of, pool_rows
@@ -193,10 +194,22 @@ def test_self_routed_loglikelihood_equals_the_chosen_set_from_scratch_and_runs_b
         assert score.logprob == pytest.approx(want.logprob, abs=1e-4)
 
 
-def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks(routed):
-    out = routed.generate(PROMPTS, max_new_tokens=5)
+def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks_and_runs_block0_once(routed):
+    prompts = [*PROMPTS, PROMPTS[1]]  # a repeated prompt is pre-filled once and generated twice
+    widths = []
+    layer0 = get_layers(routed.lm.model)[0]
+    hook = layer0.register_forward_hook(lambda _m, args, _out: widths.append(tuple(args[0].shape[:2])))
+    try:
+        out = routed.generate(prompts, max_new_tokens=5)
+    finally:
+        hook.remove()
     tokenizer = routed.lm.tokenizer
-    for prompt, choice, text in zip(PROMPTS, routed.route(PROMPTS), out, strict=True):
+    longest = max(len(tokenizer(p)["input_ids"]) for p in PROMPTS)
+    # the prompts go through block 0 once, together; after that only generate's steps, one token each
+    assert widths[0] == (len(PROMPTS), longest) and all(w == 1 for _, w in widths[1:])
+    assert len(set(routed.route(PROMPTS))) > 1 and len(widths) <= 1 + 5 * len(set(routed.route(PROMPTS)))
+    assert out[-1] == out[1]
+    for prompt, choice, text in zip(prompts, routed.route(prompts), out, strict=True):
         small = rebuilt_without(routed.lm.model, routed.omission_sets[choice])
         ids = tokenizer(prompt, return_tensors="pt")
         want = small.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id)
@@ -204,7 +217,8 @@ def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks(r
 
 
 def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
-    from pudding.bench import bench_length, first_blocks, prefill, route_hidden, self_routed_prefill
+    from pudding.bench import bench_length, first_blocks, generate, prefill, route_hidden, self_routed_prefill
+    from pudding.routed.self_prefill import routed_prefill
 
     model, tokenizer, router = routed.lm.model, routed.lm.tokenizer, routed.router
     seen = set()
@@ -215,6 +229,10 @@ def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
         seen.add(choice)
         got = self_routed_prefill(model, ids, router, routed.omission_sets)
         torch.testing.assert_close(got, prefill(model, ids, routed.omission_sets[choice]), atol=1e-5, rtol=1e-5)
+        # bench's routed generation: the same first pass fills the cache generation continues from
+        (part,) = routed_prefill(model, ids, torch.ones_like(ids), 1, routed.omission_sets, lambda h, c=choice: [c])
+        cached = generate(model, ids, 4, routed.omission_sets[choice], cache=part.cache)
+        assert torch.equal(cached, generate(model, ids, 4, routed.omission_sets[choice]))
     assert len(seen) > 1
     row = bench_length(model, tokenizer, router, routed.omission_sets, 12, new_tokens=2, repeats=1, warmup=0)
     assert row["router_kind"] == "self" and row["omit"] == list(routed.omission_sets[row["choice"]])
@@ -254,3 +272,86 @@ def test_eval_bundle_accepts_a_self_bundle(setup, trained, shared_data, tmp_path
     routed_name = next(name for name, kind in report["kinds"].items() if kind == "routed")
     assert report["results"][routed_name]["piqa"]["acc"] == pytest.approx(sum(right) / len(right))
     assert sum(report["routing_histogram"]["piqa"]) == 4
+
+
+def test_routed_prefill_fills_the_cache_a_plain_prefill_of_the_chosen_set_fills(tiny_llama, tokenizer):
+    """keep_first=2, two rows routed to different sets: cache layer i is the i-th kept block's, prompt minus one."""
+    from transformers import DynamicCache
+
+    from pudding.models.omission import omit_blocks
+    from pudding.routed.self_prefill import routed_prefill
+
+    sets = [[2, 4], [3]]
+    saved = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        batch = tokenizer(PROMPTS[:2], return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = saved
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    seen = []
+
+    def choose(hidden):
+        seen.append(hidden)
+        return [1, 0]
+
+    parts = routed_prefill(tiny_llama, ids, mask, 2, sets, choose)
+    assert [(p.choice, p.rows) for p in parts] == [(1, [0]), (0, [1])]
+    # what the router read: the input of block 2 of the dense model
+    dense = tiny_llama(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    real = mask.bool()
+    torch.testing.assert_close(seen[0][real], dense.hidden_states[2][real], atol=1e-5, rtol=1e-5)
+    for part in parts:
+        row = part.rows[0]
+        length = int(mask[row].sum())
+        plain = DynamicCache()
+        with omit_blocks(tiny_llama, sets[part.choice]), torch.no_grad():
+            tiny_llama(input_ids=ids[row : row + 1, -length:-1], cache=plain, use_cache=True)
+        assert len(part.cache.layers) == len(plain.layers) == 6 - len(sets[part.choice])
+        for got, want in zip(part.cache.layers, plain.layers, strict=True):
+            assert got.keys.shape[-2] == ids.shape[1] - 1
+            torch.testing.assert_close(got.keys[:, :, -(length - 1) :], want.keys, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(got.values[:, :, -(length - 1) :], want.values, atol=1e-5, rtol=1e-5)
+
+
+def test_zeroshot_callback_computes_a_self_routers_item_features_from_its_one_llm(
+    setup, trained, tiny_llama, tokenizer, tmp_path, monkeypatch
+):
+    from test_router_zeroshot import write_data
+
+    from pudding.router import zeroshot
+    from pudding.tasks import clear_cache
+
+    module, _ = load_bundle(trained["bundle"])  # no LLM attached: its encoder would load one to route
+    meta = {
+        "base_model": str(setup["llm"]),
+        "omission_sets": SETS,
+        "tasks": ["arc_easy", "boolq"],
+        "router_fraction": 0.5,
+        "split_seed": 0,
+    }
+    clear_cache()
+    cb = zeroshot.ZeroShotEvalCallback(
+        limit=3,
+        data_dir=str(write_data(tmp_path / "data")),
+        dtype="float32",
+        device="cpu",
+        cache_dir=tmp_path / "cache",
+        outcomes_dir=tmp_path / "outcomes",
+        model_cache_dir=str(setup["root"] / "models"),
+    )
+    sets = cb.plan(meta, [], module.omission_sets, torch.device("cpu"))
+    loads = []
+    monkeypatch.setattr(zeroshot, "load_base", lambda *a, **k: loads.append(a) or load_base(*a, **k))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the self encoder loaded a second copy of the base model")
+
+    monkeypatch.setattr("pudding.models.loading.load_base", refuse)
+    cb.load_or_compute(sets, module)
+    texts = [item.router_text for items in cb.items.values() for item in items]
+    assert len(loads) == 1 and len(texts) == 6
+    got = module.predict_texts(texts)
+    module.encoder.attach(tiny_llama, tokenizer)  # reference: the features from the model itself, fresh
+    torch.testing.assert_close(got, module.predict_texts(texts), atol=1e-5, rtol=1e-5)
+    clear_cache()

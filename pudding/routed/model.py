@@ -8,7 +8,7 @@ order. Several requests that share a prompt (the choices of one question) share 
 With a ``self`` router bundle (the router reads the base LLM's own first blocks, :mod:`pudding.router.self_features`)
 scoring runs those blocks once per batch, routes each prompt from their output, then continues each row with the
 rest of its chosen blocks from that same hidden state (:meth:`Scorer.run` with ``start_hidden``): nothing is
-computed twice.
+computed twice. ``generate`` does the same into the KV cache (:mod:`pudding.routed.self_prefill`).
 """
 
 from __future__ import annotations
@@ -168,9 +168,10 @@ class PuddingModel:
         Prompts of one chosen candidate are generated together, left-padded; ``generate_kwargs`` go to
         ``transformers``' ``generate`` (greedy with 32 new tokens unless given). Returns the new text only.
 
-        With a ``self`` router, routing runs the first blocks on each prompt and generation then runs the chosen
-        set from the embeddings: the first blocks' share of the prompt is computed twice here (not yet handed to
-        the KV cache; scoring, :meth:`loglikelihood`, does not recompute).
+        With a ``self`` router the first blocks run once on all prompts together, filling their share of the KV
+        cache; each prompt is routed from their output and its chosen set's other blocks continue from there
+        (:func:`pudding.routed.self_prefill.routed_prefill`), so the prompt is not run through them again (only
+        its last token, as ``generate``'s first step).
         """
         tokenizer = self.lm.tokenizer
         model = self.lm.model
@@ -178,16 +179,21 @@ class PuddingModel:
         generate_kwargs.setdefault("do_sample", False)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         generate_kwargs.setdefault("pad_token_id", pad_id)
-        choices = self.route(prompts)
         out: list[str | None] = [None] * len(prompts)
         saved_side, saved_pad = tokenizer.padding_side, tokenizer.pad_token
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         try:
-            for choice, positions in group_by_choice(choices).items():
-                batch = tokenizer([prompts[p] for p in positions], return_tensors="pt", padding=True)
-                batch = {k: v.to(self.lm.device) for k, v in batch.items()}
+            if self.is_self:
+                groups = self._self_prefill(prompts)
+            else:
+                choices = self.route(prompts)
+                groups = [(choice, positions, None) for choice, positions in group_by_choice(choices).items()]
+            for choice, positions, batch in groups:
+                if batch is None:
+                    batch = tokenizer([prompts[p] for p in positions], return_tensors="pt", padding=True)
+                    batch = {k: v.to(self.lm.device) for k, v in batch.items()}
                 with omit_blocks(model, self.omission_sets[choice]):
                     generated = model.generate(**batch, **generate_kwargs)
                 new = generated[:, batch["input_ids"].shape[1] :]
@@ -197,3 +203,49 @@ class PuddingModel:
             tokenizer.padding_side = saved_side
             tokenizer.pad_token = saved_pad
         return out  # type: ignore[return-value]
+
+    def _self_prefill(self, prompts: Sequence[str]) -> list[tuple[int, list[int], dict]]:
+        """``self`` router: (choice, prompt positions, ``generate`` inputs with the filled KV cache) per chosen set.
+
+        Each distinct prompt is pre-filled once. The routing features pool the first blocks' output over the
+        prompt's scoring-engine context tokens (what the router was trained on and what :meth:`route` reads) when
+        they begin the generation tokens, which they do unless trailing whitespace tokenises differently.
+        """
+        from pudding.routed.self_prefill import routed_prefill
+        from pudding.router.self_features import PROBE, pool_rows
+
+        self.check_prompts(prompts)
+        if not prompts:
+            return []
+        tokenizer = self.lm.tokenizer
+        distinct = list(dict.fromkeys(prompts))
+        batch = tokenizer(distinct, return_tensors="pt", padding=True)
+        input_ids = batch["input_ids"].to(self.lm.device)
+        mask = batch["attention_mask"].to(self.lm.device)
+        width = input_ids.shape[1]
+        spans = []  # per prompt: first position and number of tokens the router pools over
+        for row, prompt in enumerate(distinct):
+            length = int(mask[row].sum())
+            ids = input_ids[row, width - length :].tolist()
+            context = self.scorer.encode_pair(prompt, PROBE)[0]
+            pooled = len(context) if 0 < len(context) <= length and ids[: len(context)] == context else length
+            spans.append((width - length, pooled))
+
+        def choose(hidden: torch.Tensor) -> list[int]:
+            pooled = torch.cat([pool_rows(hidden[row : row + 1, start:], [n]) for row, (start, n) in enumerate(spans)])
+            return self.router.predict_features(pooled).argmax(-1).tolist()
+
+        keep_first = self.router.encoder.features.keep_first
+        where = {prompt: row for row, prompt in enumerate(distinct)}
+        groups = []
+        for part in routed_prefill(self.lm.model, input_ids, mask, keep_first, self.omission_sets, choose):
+            chosen = set(part.rows)
+            positions = [p for p, prompt in enumerate(prompts) if where[prompt] in chosen]
+            # generate gets one row per position: repeat the cache rows of prompts that occur more than once
+            order = [part.rows.index(where[prompts[p]]) for p in positions]
+            if order != list(range(len(part.rows))):
+                part.cache.batch_select_indices(torch.tensor(order, device=self.lm.device))
+            rows = torch.tensor([where[prompts[p]] for p in positions], device=self.lm.device)
+            inputs = {"input_ids": input_ids[rows], "attention_mask": mask[rows], "cache": part.cache}
+            groups.append((part.choice, positions, inputs))
+        return groups

@@ -163,21 +163,36 @@ class SelfEncoder(nn.Module):
 
     def attach(self, model: nn.Module, tokenizer, batch_tokens: int = 1024) -> SelfFeatures:
         """Use this base LLM for features (checked against the recorded hidden size and block count)."""
+        self._features = self._extractor(model, tokenizer, batch_tokens)
+        self._memo.clear()
+        return self._features
+
+    def precompute(self, model: nn.Module, tokenizer, texts: Sequence[str], batch_tokens: int = 1024) -> None:
+        """Compute and keep the features of ``texts`` with this base LLM, without holding on to the LLM.
+
+        The zero-shot callback loads the base LLM once for its outcomes; its items' features come from that same
+        copy, so routing them every epoch needs no second one (:meth:`texts` answers them from memory).
+        """
+        todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        if todo:
+            features = self._extractor(model, tokenizer, batch_tokens).texts(todo)
+            self._memo.update(zip(todo, features, strict=True))
+
+    def _extractor(self, model: nn.Module, tokenizer, batch_tokens: int) -> SelfFeatures:
         config = model.config
         if self.info and int(config.hidden_size) != int(self.info["hidden_size"]):
             raise SelfRouterError(
                 f"router encoder self: trained on {self.info['base_model']!r} (hidden size "
                 f"{self.info['hidden_size']}), the base model given has hidden size {config.hidden_size}"
             )
-        self._features = SelfFeatures(model, tokenizer, self.keep_first, batch_tokens=batch_tokens)
+        features = SelfFeatures(model, tokenizer, self.keep_first, batch_tokens=batch_tokens)
         blocks = self.info.get("num_blocks")
-        if blocks is not None and self._features.scorer.num_blocks != int(blocks):
+        if blocks is not None and features.scorer.num_blocks != int(blocks):
             raise SelfRouterError(
                 f"router encoder self: trained on {self.info['base_model']!r} with {blocks} blocks, the base model "
-                f"given has {self._features.scorer.num_blocks}"
+                f"given has {features.scorer.num_blocks}"
             )
-        self._memo.clear()
-        return self._features
+        return features
 
     @property
     def features(self) -> SelfFeatures:

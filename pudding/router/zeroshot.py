@@ -173,7 +173,8 @@ class ZeroShotEvalCallback(Callback):
     with the router dataset's ``meta`` (and ``train_set`` rows with raw ``scores``, used only when the module has
     no ``best_static``). After each evaluation, ``last_results`` holds the routed accuracies just logged
     (``zeroshot/<task>``, ``zeroshot/average``), ``references`` the reference lines, and ``history`` one entry per
-    evaluated epoch.
+    evaluated epoch. With a ``self`` router the LLM loaded for the outcomes also computes the items' router
+    features (:meth:`share_llm`), so the router's encoder never loads a second copy for them.
 
     Args:
         tasks: Tasks to evaluate (YAML list or comma-separated); None: every task of the router dataset.
@@ -275,7 +276,7 @@ class ZeroShotEvalCallback(Callback):
         device = pl_module.device if self.device == "auto" else torch.device(self.device)
         rows = [*getattr(data, "train_set", []), *getattr(data, "val_set", [])]
         sets = self.plan(meta, rows, pl_module.omission_sets, device)
-        outcomes = self.load_or_compute(sets) if trainer.is_global_zero else None
+        outcomes = self.load_or_compute(sets, pl_module) if trainer.is_global_zero else None
         outcomes = trainer.strategy.broadcast(outcomes, src=0)
         best = self._best_static(pl_module, data)
         refs = reference_accuracies(outcomes, self.set_keys, best, self.metric)
@@ -320,13 +321,17 @@ class ZeroShotEvalCallback(Callback):
         self.table_path = self.cache_dir / f"table-{self._key[:16]}.json"
         return sets
 
-    def load_or_compute(self, sets: list[tuple[int, ...]]) -> dict[str, Outcomes]:
-        """The outcome table of :meth:`plan`'s key: read from ``cache_dir``, or computed with the LLM and saved."""
+    def load_or_compute(self, sets: list[tuple[int, ...]], pl_module: Any = None) -> dict[str, Outcomes]:
+        """The outcome table of :meth:`plan`'s key: read from ``cache_dir``, or computed with the LLM and saved.
+
+        When the LLM is loaded here and ``pl_module`` is a ``self`` router, the items' router features are computed
+        from that same copy (:meth:`share_llm`).
+        """
         outcomes = load_table(self.table_path, self._key)
         if outcomes is not None:
             rank_zero_info(f"[zeroshot] outcomes loaded from {self.table_path}")
             return outcomes
-        outcomes = self._compute(self._base, self._dtype, self._device, sets)
+        outcomes = self._compute(self._base, self._dtype, self._device, sets, pl_module)
         save_table(self.table_path, self._key, self._identity, outcomes)
         return outcomes
 
@@ -358,7 +363,9 @@ class ZeroShotEvalCallback(Callback):
                 )
         return items
 
-    def _compute(self, base: str, dtype: str, device: torch.device, sets: list[tuple[int, ...]]) -> dict:
+    def _compute(
+        self, base: str, dtype: str, device: torch.device, sets: list[tuple[int, ...]], pl_module: Any = None
+    ) -> dict:
         """Score the dense model and every candidate on the items once, then free the LLM."""
         rank_zero_info(f"[zeroshot] computing outcomes of {len(sets)} candidates + dense with {base} ({dtype})")
         lm = load_base(base, dtype=dtype, device=str(device), cache_dir=self.model_cache_dir)
@@ -385,12 +392,35 @@ class ZeroShotEvalCallback(Callback):
                     chunk_items=self.chunk_items,
                     on_chunk=progress,
                 )
+            self.share_llm(pl_module, lm)
             return outcomes
         finally:
             del lm
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+
+    def share_llm(self, pl_module: Any, lm) -> bool:
+        """A ``self`` router reads this base LLM's first blocks: compute its features of the items from ``lm``.
+
+        Routing the items every epoch then needs no second copy of the LLM (the router's encoder would load its own
+        otherwise). Only when the router's features were computed with the same base model and dtype, so the
+        features are the ones it was trained on; returns whether they were computed here. When the outcome table
+        is loaded from the cache no LLM is loaded here, and the encoder loads the one copy itself.
+        """
+        encoder = getattr(pl_module, "encoder", None)
+        if not getattr(pl_module, "is_self", False) or not getattr(encoder, "info", None):
+            return False
+        info = encoder.info
+        if info.get("base_model") != self._base or info.get("dtype") != self._dtype:
+            rank_zero_info(
+                f"[zeroshot] the self router's features come from {info.get('base_model')} ({info.get('dtype')}), "
+                f"not {self._base} ({self._dtype}): its encoder loads its own copy to route the items"
+            )
+            return False
+        texts = [item.router_text for items in self.items.values() for item in items]
+        encoder.precompute(lm.model, lm.tokenizer, texts, batch_tokens=self.batch_tokens)
+        return True
 
     @staticmethod
     def _best_static(pl_module: LightningModule, data: Any) -> int:
