@@ -296,6 +296,8 @@ def plot_bench(report: dict, path: str | Path) -> Path:
     ax.set_xticks(list(x), labels)
     ax.set_xlabel("prompt tokens (batch 1)")
     ax.set_ylabel("pre-fill latency, median ms")
-    ax.set_title(f"{report['base_model']} on {report['machine'].get('cpu') or report['device']}", fontsize=9)
+    info = report["machine"]
+    where = info.get("gpu") or f"{info.get('cpu', '?')}, {'AMX' if info.get('amx_bf16') else 'no AMX'}"
+    ax.set_title(f"{report['base_model']} ({report.get('dtype', '?')}) on {where}", fontsize=9)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
