@@ -1,7 +1,9 @@
 """``pudding <command>``: one entry point, one module per command (``pudding/commands/<command>.py``).
 
-Each command owns its jsonargparse parser, so ``pudding <command> --help`` lists every option with its default
-and docstring, and ``--config FILE.yaml`` plus command-line overrides work the same everywhere. Each command's
+Each command's options are one dataclass of typed option groups (:mod:`pudding.option_groups`) that checks itself
+on construction; :func:`pudding.options.parse_options` builds it with jsonargparse, so ``pudding <command> --help``
+lists every option flat with its default and docstring, and ``--config FILE.yaml`` (flat keys) plus command-line
+overrides work the same everywhere. Each command's
 ``main`` runs through :func:`pudding.errors.run_command`: a bad input is one line on stderr and exit code 2.
 """
 

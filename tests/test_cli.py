@@ -106,3 +106,108 @@ def test_unknown_command(capsys):
     with pytest.raises(SystemExit) as exc:
         pudding(["frobnicate"])
     assert exc.value.code == 2 and "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------- option groups
+def _command_options():
+    from pudding.commands.bench import BenchOptions
+    from pudding.commands.dataset import DatasetOptions
+    from pudding.commands.eval import EvalOptions
+    from pudding.commands.release import ReleaseOptions
+    from pudding.search import SearchOptions
+
+    return {
+        "eval": EvalOptions,
+        "candidates": SearchOptions,
+        "dataset": DatasetOptions,
+        "bench": BenchOptions,
+        "release": ReleaseOptions,
+    }
+
+
+@pytest.mark.parametrize("command", ["eval", "candidates", "dataset", "bench", "release"])
+def test_help_lists_every_option_flat_with_docstring_and_default(command, capsys):
+    """Each field of the command's options dataclass is a flat flag whose help has its docstring and default."""
+    from dataclasses import MISSING, fields
+
+    cls = _command_options()[command]
+    with pytest.raises(SystemExit) as exc:
+        pudding([command, "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--config" in text
+    for field in fields(cls):
+        flag = f"--{field.name} "
+        assert flag in text, (command, field.name)
+        after = text.split(flag, 2)[-1]  # the option's entry (the second mention; the usage line is the first)
+        doc, _, rest = after.partition("(type: ")
+        words = [w for w in doc.split() if not (w.rstrip(",").isupper() or w.startswith(("--", "{")))]  # no metavar
+        assert len(words) >= 3, (command, field.name, doc)  # a real docstring
+        assert field.default is not MISSING
+        shown = "null" if field.default is None else str(field.default)
+        type_and_default = "".join(rest.split(")")[0].split())  # wrapping may break a long default
+        assert type_and_default.endswith(f"default:{shown.replace(' ', '')}"), (command, field.name, rest[:200])
+
+
+def test_options_parse_flat_flags_and_flat_yaml_config(tmp_path):
+    from pudding.commands.eval import EvalOptions
+    from pudding.options import parse_options
+
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({"base": "some/model", "tasks": ["piqa", "boolq"], "limit": 5, "omit": "3,4"}))
+    opts = parse_options(EvalOptions, ["--config", str(config), "--limit", "7", "--dtype", "float32"], "pudding eval")
+    assert isinstance(opts, EvalOptions)
+    assert (opts.base, opts.tasks, opts.limit, opts.omit, opts.dtype) == (
+        "some/model",
+        ("piqa", "boolq"),
+        7,
+        [3, 4],
+        "float32",
+    )
+    assert (opts.router_fraction, opts.batch_tokens, opts.device, opts.output) == (0.5, 1024, "auto", None)
+
+
+@pytest.mark.parametrize(
+    ("command", "values", "message"),
+    [
+        ("eval", {"limit": 0}, "option limit: must be at least 1, got 0"),
+        ("eval", {"dtype": "fp8"}, "option dtype: 'fp8'"),
+        ("eval", {"device": "gpu"}, "option device: 'gpu'"),
+        ("eval", {"batch_tokens": 0}, "option batch_tokens"),
+        ("eval", {"average_metric": "f1"}, "option average_metric"),
+        ("eval", {"omit": "1", "candidates": "c.yaml"}, "options omit and candidates"),
+        ("eval", {"router_fraction": 1.0}, "option router_fraction"),
+        ("eval", {"tasks": "piqa,nope"}, "option tasks: unknown task 'nope'"),
+        ("candidates", {"losses": "likelihood,nope"}, "option losses: unknown loss 'nope'"),
+        ("candidates", {"num_samples": 0}, "option num_samples"),
+        ("candidates", {"keep_first": -1}, "option keep_first"),
+        ("dataset", {"items_per_batch": 0}, "option items_per_batch"),
+        ("dataset", {"limit": -3}, "option limit"),
+        ("bench", {"repeats": 0}, "option repeats: must be at least 1, got 0"),
+        ("bench", {"lengths": "64,0"}, "option lengths"),
+        ("bench", {"threads": 0}, "option threads"),
+    ],
+)
+def test_option_groups_check_themselves(command, values, message):
+    """Constructing a command's options checks every group's fields (the command line is one way to construct)."""
+    from pudding.errors import PuddingError
+
+    with pytest.raises(PuddingError, match=message.replace("(", r"\(")):
+        _command_options()[command](**values)
+
+
+def test_option_groups_are_shared_not_repeated():
+    """The shared fields are declared by the groups; commands inherit them (one docstring, one check each)."""
+    from pudding.option_groups import DeviceOptions, ModelOptions, OutputOptions, ScoringOptions, TaskOptions
+
+    opts = _command_options()
+    for name in ("eval", "candidates", "dataset", "bench"):
+        assert issubclass(opts[name], ModelOptions) and issubclass(opts[name], OutputOptions)
+    for name in ("eval", "candidates", "dataset"):
+        assert issubclass(opts[name], TaskOptions) and issubclass(opts[name], ScoringOptions)
+    for name in ("eval", "candidates", "bench"):
+        assert issubclass(opts[name], DeviceOptions)
+    assert not issubclass(opts["dataset"], DeviceOptions)  # Lightning's --trainer.* places the dataset build
+    # a candidate search always has a base model and an output; the defaults are the command's own
+    assert (opts["candidates"]().base, opts["candidates"]().output) == ("default", "checkpoints/candidates.yaml")
+    assert opts["eval"]().base is None

@@ -8,86 +8,96 @@ tokens/s; peak memory) and writes JSON plus a PNG plot. What is timed and how: :
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from jsonargparse import CLI
 
 from pudding.bench import bench_length, machine, peak_memory_mb, plot_bench, reset_peak_memory
 from pudding.checks import check_bundle, check_output
 from pudding.errors import OptionError, run_command
 from pudding.io import atomic_write_json
-from pudding.models.dtype import DTYPE_NAMES
-from pudding.options import as_int_list
+from pudding.option_groups import DeviceOptions, ModelOptions, OutputOptions
+from pudding.options import as_int_list, check_positive, parse_options
 
 
-def bench(
-    bundle: str = "checkpoints/router/bundle",
-    base: str | None = None,
-    lengths: list[int] | str = "64,128,512",
-    new_tokens: int = 64,
-    repeats: int = 10,
-    warmup: int = 2,
-    device: str = "auto",
-    dtype: str = "auto",
-    threads: int | None = None,
-    output: str = "checkpoints/bench/bench.json",
-    plot: str | None = None,
-    overwrite: bool = False,
-    cache_dir: str = "checkpoints/base_models",
-) -> dict:
+@dataclass
+class BenchOptions(OutputOptions, DeviceOptions, ModelOptions):
     """Time dense vs routed inference of a router bundle's base model.
 
     Args:
-        bundle: Router bundle folder (written at the end of ``pudding-train fit``).
         base: Base model; None: the one the bundle was trained for.
+        dtype: auto (the fast one here), float32, bfloat16 or float16.
+        output: JSON report, written atomically.
+        overwrite: Replace existing ``output`` / ``plot`` files (without it they are an error, found up front).
+        bundle: Router bundle folder (written at the end of ``pudding-train fit``).
         lengths: Prompt lengths in tokens (batch 1), YAML list or comma-separated.
         new_tokens: Tokens to generate for the generation-speed figure (0 skips it).
         repeats: Timed runs per figure (median and spread are reported).
         warmup: Untimed runs before each figure.
-        device: auto, cpu, cuda or cuda:N.
-        dtype: auto (the fast one here), float32, bfloat16 or float16.
         threads: torch CPU threads (None: torch's default); recorded in the report.
-        output: JSON report, written atomically.
         plot: PNG plot; None: the output path with ``.png``.
-        overwrite: Replace existing ``output`` / ``plot`` files (without it they are an error, found up front).
-        cache_dir: Where de-quantised GGUF weights are cached.
     """
+
+    output: str = "checkpoints/bench/bench.json"
+    bundle: str = "checkpoints/router/bundle"
+    lengths: list[int] | str = "64,128,512"
+    new_tokens: int = 64
+    repeats: int = 10
+    warmup: int = 2
+    threads: int | None = None
+    plot: str | None = None
+
+    def check(self) -> None:
+        self.lengths = as_int_list(self.lengths, "lengths")
+        if not self.lengths or min(self.lengths) < 1:
+            raise OptionError(f"option lengths: give positive prompt lengths, got {self.lengths!r}")
+        check_positive(self.new_tokens, "new_tokens", minimum=0)
+        check_positive(self.repeats, "repeats")
+        check_positive(self.warmup, "warmup", minimum=0)
+        check_positive(self.threads, "threads")
+
+
+def bench(opts: BenchOptions) -> dict:
+    """Check the bundle and outputs, then time every prompt length; write the JSON report and the plot."""
     from pudding.routed.model import PuddingModel
     from pudding.router.bundle import check_bundle_files
 
-    # ---- every check that needs no model: options, bundle files, outputs, bundle vs base model depth
-    sizes = as_int_list(lengths, "lengths")
-    if not sizes or min(sizes) < 1:
-        raise OptionError(f"option lengths: give positive prompt lengths, got {lengths!r}")
-    if repeats < 1 or warmup < 0 or new_tokens < 0:
-        raise OptionError(
-            f"options repeats ({repeats}) ≥ 1, warmup ({warmup}) ≥ 0, new_tokens ({new_tokens}) ≥ 0 do not hold"
-        )
-    if dtype not in DTYPE_NAMES:
-        raise OptionError(f"option dtype: {dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
-    check_bundle_files(bundle)
-    out = check_output(output, overwrite)
-    picture = check_output(plot or out.with_suffix(".png"), overwrite, option="plot")
-    base, _ = check_bundle(bundle, base, cache_dir)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    routed = PuddingModel.from_pretrained(bundle, base=base, device=device, dtype=dtype, cache_dir=cache_dir)
+    # ---- every check that needs more than the options: bundle files, outputs, bundle vs base model depth
+    check_bundle_files(opts.bundle)
+    out = check_output(opts.output, opts.overwrite)
+    picture = check_output(opts.plot or out.with_suffix(".png"), opts.overwrite, option="plot")
+    base, _ = check_bundle(opts.bundle, opts.base, opts.cache_dir)
+    if opts.threads is not None:
+        torch.set_num_threads(opts.threads)
+    routed = PuddingModel.from_pretrained(
+        opts.bundle, base=base, device=opts.device, dtype=opts.dtype, cache_dir=opts.cache_dir
+    )
     lm = routed.lm
     reset_peak_memory(lm.device)
     rows = []
-    for n in sizes:
+    for n in opts.lengths:
         rows.append(
-            bench_length(lm.model, lm.tokenizer, routed.router, routed.omission_sets, n, new_tokens, repeats, warmup)
+            bench_length(
+                lm.model,
+                lm.tokenizer,
+                routed.router,
+                routed.omission_sets,
+                n,
+                opts.new_tokens,
+                opts.repeats,
+                opts.warmup,
+            )
         )
         print(format_row(rows[-1]), flush=True)
     report = {
-        "bundle": bundle,
+        "bundle": opts.bundle,
         "base_model": lm.name,
         "device": str(lm.device),
         **lm.dtype_choice.record(),
         "machine": machine(),
-        "repeats": repeats,
-        "warmup": warmup,
-        "new_tokens": new_tokens,
+        "repeats": opts.repeats,
+        "warmup": opts.warmup,
+        "new_tokens": opts.new_tokens,
         "peak_memory_mb": peak_memory_mb(lm.device),
         "peak_memory_kind": "cuda max_memory_allocated" if lm.device.type == "cuda" else "process peak RSS",
         "lengths": rows,
@@ -116,4 +126,4 @@ def format_row(row: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``pudding bench``: input errors are one line on stderr and exit code 2 (``--debug``:
     traceback)."""
-    run_command("pudding bench", lambda args: CLI(bench, args=args), argv)
+    run_command("pudding bench", lambda args: bench(parse_options(BenchOptions, args, "pudding bench")), argv)

@@ -22,23 +22,21 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from jsonargparse import ActionConfigFile
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
 from pudding.checks import check_output, resolve_base
-from pudding.errors import OptionError, run_command
-from pudding.models.dtype import DTYPE_NAMES
+from pudding.errors import run_command
+from pudding.option_groups import ModelOptions, OutputOptions, ScoringOptions, TaskOptions
+from pudding.options import build_options, check_positive, options_parser
 from pudding.routerdata.build import build_dataset, print_headroom, say
 from pudding.routerdata.module import ScoringModule
 from pudding.routerdata.scores import rebuild_dataset
 from pudding.routerdata.store import load_router_dataset
 from pudding.routerdata.units import ScoringDataModule
-from pudding.tasks import DEFAULT_TASKS
-
-ALL_TASKS = ",".join(DEFAULT_TASKS)
 
 TRAINER_DEFAULTS = {
     "trainer.logger": False,
@@ -51,36 +49,11 @@ TRAINER_DEFAULTS = {
 DEFAULT_CANDIDATES = "checkpoints/candidates.yaml"
 
 
-def dataset_options(
-    candidates: str | None = None,
-    scores: str | None = None,
-    base: str | None = None,
-    dtype: str = "auto",
-    tasks: list[str] | str = ALL_TASKS,
-    limit: int | None = None,
-    data_dir: str | None = None,
-    router_fraction: float = 0.5,
-    split_seed: int = 0,
-    batch_tokens: int = 1024,
-    items_per_batch: int = 64,
-    reuse_prefix: bool = True,
-    output: str = "checkpoints/router_dataset",
-    work_dir: str | None = None,
-    overwrite: bool = False,
-    keep_shards: bool = False,
-    progress_every: float = 30.0,
-    cache_dir: str = "checkpoints/base_models",
-) -> None:
+@dataclass
+class DatasetOptions(OutputOptions, ScoringOptions, TaskOptions, ModelOptions):
     """Build the router dataset.
 
     Args:
-        candidates: Candidate file written by ``pudding candidates``; its sha256 is recorded in the dataset so
-            datasets of different candidate files are never mixed. Null: ``checkpoints/candidates.yaml``, or with
-            ``scores`` the ``candidates.yaml`` beside the scores file.
-        scores: A scores file (``pudding release`` writes one; ``checkpoints/release/router_scores.parquet`` is the
-            default model's): instead of scoring, join its scores with the router text of the task files in
-            ``data_dir`` and write the same dataset the full build wrote. Takes seconds; no model is loaded. The
-            tasks, limit and split options recorded in the scores file are used (those given here are not).
         base: Base model (``default``, hub id, local folder or ``.gguf``); null takes the candidate file's
             ``base_model``.
         dtype: Model dtype: auto (the fast one here: bfloat16 on CUDA and on CPUs with AMX, else float32; the
@@ -88,55 +61,66 @@ def dataset_options(
             this, not ``trainer.precision``.
         tasks: Tasks whose router items are scored, a YAML list or comma-separated: arc_easy, arc_challenge, boolq,
             hellaswag, piqa, winogrande.
-        limit: Score only the first ``limit`` router items of each task (null: all).
-        data_dir: Folder of the original benchmark files (layout of ``../shared/data``); null reads the hub.
         router_fraction: For tasks with no train split at hand, the share of the validation split used as router
             data (and excluded from evaluation, which says so).
-        split_seed: Seed of that share.
         batch_tokens: Upper bound on rows × padded length per forward pass (memory knob).
+        output: Folder the dataset is saved to (with ``pudding_meta.json`` inside).
+        overwrite: Replace an existing output that was built from other settings (an up-to-date one is kept).
+        candidates: Candidate file written by ``pudding candidates``; its sha256 is recorded in the dataset so
+            datasets of different candidate files are never mixed. Null: ``checkpoints/candidates.yaml``, or with
+            ``scores`` the ``candidates.yaml`` beside the scores file.
+        scores: A scores file (``pudding release`` writes one; ``checkpoints/release/router_scores.parquet`` is the
+            default model's): instead of scoring, join its scores with the router text of the task files in
+            ``data_dir`` and write the same dataset the full build wrote. Takes seconds; no model is loaded. The
+            tasks, limit and split options recorded in the scores file are used (those given here are not).
+        limit: Score only the first ``limit`` router items of each task (null: all).
         items_per_batch: Items per work unit: one predict batch, one shard file, the unit of resumption and of
             distribution over processes. Part of the build key.
         reuse_prefix: Start each run from the hidden states an earlier run recorded where their kept blocks part
             (exact; every candidate skips at least the blocks below its first omitted one).
-        output: Folder the dataset is saved to (with ``pudding_meta.json`` inside).
         work_dir: Folder for the resumable shards; null means ``<output>.work``.
-        overwrite: Replace an existing output that was built from other settings.
         keep_shards: Keep the shard files after the dataset is assembled (they are deleted by default).
         progress_every: Seconds between progress lines (negative: only the final summary).
-        cache_dir: Where de-quantised GGUF weights are cached.
     """
+
+    output: str = "checkpoints/router_dataset"
+    candidates: str | None = None
+    scores: str | None = None
+    limit: int | None = None
+    items_per_batch: int = 64
+    reuse_prefix: bool = True
+    work_dir: str | None = None
+    keep_shards: bool = False
+    progress_every: float = 30.0
+
+    def check(self) -> None:
+        check_positive(self.limit, "limit")
+        check_positive(self.items_per_batch, "items_per_batch")
 
 
 def build_parser() -> LightningArgumentParser:
-    parser = LightningArgumentParser(prog="pudding dataset", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with any of the options below")
-    parser.add_function_arguments(dataset_options, nested_key=None)
+    """The flat options of :class:`DatasetOptions` plus the Lightning ``--trainer.*`` group."""
+    parser = options_parser(DatasetOptions, "pudding dataset", parser_class=LightningArgumentParser)
     parser.add_lightning_class_args(Trainer, "trainer")
     parser.set_defaults(TRAINER_DEFAULTS)
     return parser
 
 
-def check_options(cfg) -> None:
-    """Option values and the output path, checked before any data or model is read."""
-    if cfg.dtype not in DTYPE_NAMES:
-        raise OptionError(f"option dtype: {cfg.dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
-    for name in ("batch_tokens", "items_per_batch", "limit"):
-        value = getattr(cfg, name)
-        if value is not None and value < 1:
-            raise OptionError(f"option {name}: must be a positive number, got {value}")
-    if cfg.scores:
-        check_output(cfg.output, cfg.overwrite)
+def check_output_path(opts: DatasetOptions) -> None:
+    """The output path, checked before any data or model is read."""
+    if opts.scores:
+        check_output(opts.output, opts.overwrite)
     else:  # an up-to-date output is kept as is; one from other settings is refused (before scoring) unless overwrite
-        check_output(cfg.output, overwrite=True)
+        check_output(opts.output, overwrite=True)
 
 
-def rebuild(cfg) -> None:
+def rebuild(opts: DatasetOptions) -> None:
     """``--scores``: rebuild the dataset from a scores file, then print its headroom as a full build does."""
     started = time.perf_counter()
-    candidates = cfg.candidates or str(Path(cfg.scores).parent / "candidates.yaml")
-    output = rebuild_dataset(cfg.scores, candidates, cfg.data_dir, cfg.output, overwrite=cfg.overwrite)
+    candidates = opts.candidates or str(Path(opts.scores).parent / "candidates.yaml")
+    output = rebuild_dataset(opts.scores, candidates, opts.data_dir, opts.output, overwrite=opts.overwrite)
     dataset, meta = load_router_dataset(output)
-    say(f"wrote {output} from {cfg.scores} ({len(dataset)} rows, K={meta['num_candidates']}, candidates {candidates})")
+    say(f"wrote {output} from {opts.scores} ({len(dataset)} rows, K={meta['num_candidates']}, candidates {candidates})")
     say(f"done in {time.perf_counter() - started:.1f} s")
     print_headroom(dataset, meta)
 
@@ -145,28 +129,29 @@ def run(argv: list[str]) -> None:
     """The command proper: parse, check everything that needs no model, then build (or rebuild) the dataset."""
     parser = build_parser()
     cfg = parser.parse_args(argv)
-    check_options(cfg)
-    if cfg.scores:
-        rebuild(cfg)
+    opts = build_options(DatasetOptions, cfg)
+    check_output_path(opts)
+    if opts.scores:
+        rebuild(opts)
         return
     init = parser.instantiate(cfg)
-    candidates = cfg.candidates or DEFAULT_CANDIDATES
+    candidates = opts.candidates or DEFAULT_CANDIDATES
     module = ScoringModule(
         candidates=candidates,
-        base=cfg.base,
-        dtype=cfg.dtype,
-        batch_tokens=cfg.batch_tokens,
-        reuse_prefix=cfg.reuse_prefix,
-        cache_dir=cfg.cache_dir,
+        base=opts.base,
+        dtype=opts.dtype,
+        batch_tokens=opts.batch_tokens,
+        reuse_prefix=opts.reuse_prefix,
+        cache_dir=opts.cache_dir,
     )
-    resolve_base(cfg.base, module.cset, candidates, cfg.cache_dir)  # name and block count, from the config only
+    resolve_base(opts.base, module.cset, candidates, opts.cache_dir)  # name and block count, from the config only
     data = ScoringDataModule(
-        tasks=cfg.tasks,
-        limit=cfg.limit,
-        data_dir=cfg.data_dir,
-        router_fraction=cfg.router_fraction,
-        split_seed=cfg.split_seed,
-        items_per_batch=cfg.items_per_batch,
+        tasks=list(opts.tasks),
+        limit=opts.limit,
+        data_dir=opts.data_dir,
+        router_fraction=opts.router_fraction,
+        split_seed=opts.split_seed,
+        items_per_batch=opts.items_per_batch,
     )
     data.load()  # every task's files read and parsed before the model loads
     trainer = Trainer(**init.trainer)
@@ -174,11 +159,11 @@ def run(argv: list[str]) -> None:
         trainer,
         module,
         data,
-        output=cfg.output,
-        work_dir=cfg.work_dir,
-        overwrite=cfg.overwrite,
-        keep_shards=cfg.keep_shards,
-        progress_every=cfg.progress_every,
+        output=opts.output,
+        work_dir=opts.work_dir,
+        overwrite=opts.overwrite,
+        keep_shards=opts.keep_shards,
+        progress_every=opts.progress_every,
     )
 
 

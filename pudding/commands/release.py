@@ -9,39 +9,47 @@ versions, headroom, the commands that produced them) — so a new machine rebuil
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-
-from jsonargparse import CLI
 
 from pudding.checks import check_output
 from pudding.errors import run_command
+from pudding.option_groups import OutputOptions
+from pudding.options import parse_options
 from pudding.release import MANIFEST, write_release
 
 
-def release(
-    dataset: str = "checkpoints/router_dataset",
-    output: str = "checkpoints/release",
-    produced_by: list[dict] | None = None,
-    overwrite: bool = False,
-) -> dict:
+@dataclass
+class ReleaseOptions(OutputOptions):
     """Write a release folder from a router dataset and the candidate file it was built from.
 
     Args:
-        dataset: Router dataset written by ``pudding dataset`` (its metadata names the candidate file).
         output: Release folder to write (``candidates.yaml``, ``router_scores.parquet``, ``manifest.yaml``).
+        overwrite: Replace an existing release in ``output``.
+        dataset: Router dataset written by ``pudding dataset`` (its metadata names the candidate file).
         produced_by: The commands that produced the files, copied into the manifest: a list of mappings such as
             ``{command: ..., seconds: ..., machine: ...}`` (see configs/release.yaml).
-        overwrite: Replace an existing release in ``output``.
     """
-    check_output(Path(output) / MANIFEST, overwrite, option="output")
-    manifest = write_release(dataset, output, produced_by, overwrite=overwrite)
+
+    output: str = "checkpoints/release"
+    dataset: str = "checkpoints/router_dataset"
+    produced_by: list[dict] | None = None
+
+
+def release(opts: ReleaseOptions) -> dict:
+    """Check the output, then write the release folder (:func:`pudding.release.write_release`)."""
+    check_output(Path(opts.output) / MANIFEST, opts.overwrite, option="output")
+    manifest = write_release(opts.dataset, opts.output, opts.produced_by, overwrite=opts.overwrite)
     scores = manifest["scores"]
-    print(f"wrote {output}: {manifest['candidates']['num_candidates']} candidates, {scores['rows']} rows of scores")
+    print(
+        f"wrote {opts.output}: {manifest['candidates']['num_candidates']} candidates, {scores['rows']} rows of scores"
+    )
     return manifest
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_command("pudding release", lambda args: CLI(release, args=args), argv)
+    """Entry point of ``pudding release``: input errors are one line on stderr and exit code 2."""
+    run_command("pudding release", lambda args: release(parse_options(ReleaseOptions, args, "pudding release")), argv)
 
 
 if __name__ == "__main__":

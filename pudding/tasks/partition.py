@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pudding.errors import OptionError
+from pudding.options import OptionGroup
 from pudding.tasks.base import Item, TaskDataError
 from pudding.tasks.registry import get_task
 from pudding.tasks.task import Task
 
 
 @dataclass
-class DataOptions:
+class DataOptions(OptionGroup):
     """Where benchmark data comes from and how router data is found for each task.
 
     Attributes:
@@ -38,7 +39,7 @@ class DataOptions:
     router_fraction: float = 0.5
     split_seed: int = 0
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         check_options(self)
 
 
