@@ -199,6 +199,25 @@ def kill_at(cmd: list[str], cwd: Path, after_s: float) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ comparisons
+def resumable_state(job: str, out: Path) -> dict:
+    """What a rerun can resume from after a kill: finished and partial search runs, dataset shards, or the epoch
+    of the newest ``last.ckpt`` (None: the kill came before the first checkpoint, so the rerun starts over)."""
+    state: dict = {"state_files": len(list(out.rglob("*")))}
+    if job == "candidates":
+        runs = list((out / "search_work").glob("*.json"))
+        state["finished_runs"] = sum(".partial" not in p.name for p in runs)
+        state["partial_runs"] = sum(".partial" in p.name for p in runs)
+    elif job == "dataset":
+        state["shards"] = len(list((out / "router_dataset.work").glob("*/shards/*")))
+    elif job == "train":
+        import torch
+
+        found = sorted((out / "router").glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        ckpt = torch.load(found[-1], map_location="cpu", weights_only=False) if found else None
+        state["last_ckpt_epoch"] = None if ckpt is None else ckpt["epoch"]
+    return state
+
+
 def leftovers(out: Path) -> list[str]:
     """Temporary or half-written files the atomic writers would leave if they were interrupted mid-write."""
     names = ("*.tmp*", ".*.tmp-*", ".*.old-*", "*.partial*")
@@ -264,7 +283,7 @@ def run_job(job: str, root: Path, inputs: dict, kills: int, rng: random.Random, 
     for _ in range(kills):
         at = rng.uniform(max(min(min_s, reference_s * 0.5), reference_s * 0.3), reference_s * 0.85)
         landed = kill_at(command(job, root, got, inputs, size), got, at)
-        records.append({"after_s": round(at, 2), "killed": landed, "state_files": len(list(got.rglob("*")))})
+        records.append({"after_s": round(at, 2), "killed": landed, **resumable_state(job, got)})
     done = {"candidates": "candidates.yaml", "dataset": "router_dataset", "train": "bundle"}[job]
     # a kill that lands after the output is in place (while the process exits) leaves a finished job: no rerun
     final_s = run_to_end(command(job, root, got, inputs, size), got) if not (got / done).exists() else 0.0
