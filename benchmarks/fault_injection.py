@@ -43,49 +43,13 @@ JOBS = ("candidates", "dataset", "train")
 # ------------------------------------------------------------------------------------------------ tiny models
 def make_tiny_llm(folder: Path, num_layers: int = 12, hidden: int = 64) -> Path:
     """A random Llama with the default base model's tokenizer (read from the de-quantised GGUF cache)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from pudding.models.loading import resolve_source
+    from pudding.tiny import save_tiny_llm
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_source("default", REPO / "checkpoints" / "base_models"))
-    config = AutoConfig.for_model(
-        "llama",
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=2 * hidden,
-        max_position_embeddings=2048,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def make_tiny_encoder(folder: Path) -> Path:
-    """A 2-layer, 32-wide random BERT with the default router's tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from pudding.routerdata.datamodule import resolve_router
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_router("default"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llm(folder, tokenizer, num_layers=num_layers, hidden=hidden)
 
 
 # ------------------------------------------------------------------------------------------------ the commands
@@ -301,9 +265,11 @@ def run_job(job: str, root: Path, inputs: dict, kills: int, rng: random.Random, 
 
 
 def prepare(root: Path, size: str = "script") -> dict:
+    from pudding.tiny import save_tiny_encoder
+
     return {
         "llm": make_tiny_llm(root / "llm", num_layers=6 if size == "test" else 12),
-        "encoder": make_tiny_encoder(root / "encoder"),
+        "encoder": save_tiny_encoder(root / "encoder"),
     }
 
 

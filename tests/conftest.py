@@ -108,23 +108,9 @@ NAMES = ["arc_easy/ppl", "boolq/ppl", "piqa/ppl", "arc_easy/acc"]
 
 def tiny_encoder(folder: Path) -> Path:
     """A 2-layer, 32-wide random BERT with the default router's tokenizer (its vocabulary), saved to ``folder``."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from pudding.tiny import save_tiny_encoder
 
-    from pudding.routerdata.datamodule import resolve_router
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_router("default"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_encoder(folder)
 
 
 def tiny_dataset(path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: int = 0) -> Path:
