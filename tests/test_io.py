@@ -1,0 +1,33 @@
+"""Atomic writes: a killed writer's temporary file does not outlive the next write; folders swap whole."""
+
+from __future__ import annotations
+
+import pytest
+
+from pudding.io import atomic_folder, atomic_write_json, atomic_write_text
+
+
+def test_next_write_removes_what_a_killed_writer_left(tmp_path):
+    target = tmp_path / "shard.json"
+    stale = tmp_path / ".shard.json.abc123.tmp"  # what mkstemp left before a SIGKILL
+    other = tmp_path / ".other.json.abc123.tmp"  # another file's: not ours to remove
+    stale.write_text("half")
+    other.write_text("half")
+    atomic_write_json(target, {"a": 1})
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    assert not stale.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.abc123.tmp", "shard.json"]
+
+
+def test_folder_swap_keeps_the_old_folder_when_the_body_fails(tmp_path):
+    out = tmp_path / "bundle"
+    with atomic_folder(out) as tmp:
+        atomic_write_text(tmp / "a.txt", "one")
+    with pytest.raises(RuntimeError), atomic_folder(out) as tmp:
+        atomic_write_text(tmp / "a.txt", "two")
+        raise RuntimeError("killed mid-write")
+    assert (out / "a.txt").read_text() == "one"
+    with atomic_folder(out) as tmp:
+        atomic_write_text(tmp / "b.txt", "three")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no .tmp- or .old- siblings left
