@@ -83,7 +83,7 @@ $(DEMO)/bundle/router.json: $(DEMO)/router_dataset/pudding_meta.json
 
 $(DEMO)/results.json: $(DEMO)/bundle/router.json
 	$(VENV)/bin/pudding eval --bundle $(DEMO)/bundle --limit $(DEMO_LIMIT) --data_dir $(DATA_DIR) \
-		--output $(DEMO)/results.json --overwrite true --sleb_samples 4
+		--output $(DEMO)/results.json --overwrite true --sleb_samples 2
 
 $(DEMO)/bench.json: $(DEMO)/bundle/router.json
 	$(VENV)/bin/pudding bench --bundle $(DEMO)/bundle --repeats 5 --new_tokens 32 --output $(DEMO)/bench.json --overwrite true
