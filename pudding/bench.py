@@ -111,10 +111,10 @@ def generate(
 @torch.inference_mode()
 def first_blocks(model: torch.nn.Module, input_ids: torch.Tensor, keep_first: int) -> torch.Tensor:
     """Hidden states entering block ``keep_first`` [1, L, D]: the first blocks run once, no final norm or LM head."""
-    from pudding.scoring import _output_recorder
+    from pudding.models.hooks import output_recorder
 
     store: list[torch.Tensor] = []
-    hook = get_layers(model)[keep_first - 1].register_forward_hook(_output_recorder(store))
+    hook = get_layers(model)[keep_first - 1].register_forward_hook(output_recorder(store))
     try:
         with use_blocks(model, list(range(keep_first))):
             body(model)(input_ids=input_ids, use_cache=False)
@@ -135,13 +135,15 @@ def self_routed_prefill(
     model: torch.nn.Module, input_ids: torch.Tensor, router, omission_sets: Sequence[Sequence[int]]
 ) -> torch.Tensor:
     """Routed pre-fill with a ``self`` router: first blocks once, route, the chosen set's other blocks from there."""
-    from pudding.scoring import _injector
+    from pudding.models.hooks import input_injector
 
     keep_first = router.encoder.keep_first
     hidden = first_blocks(model, input_ids, keep_first)
     omit = set(omission_sets[route_hidden(router, hidden)])
     rest = [b for b in range(keep_first, len(get_layers(model))) if b not in omit]
-    hook = get_layers(model)[rest[0]].register_forward_pre_hook(_injector([hidden], {"batch": 0}), with_kwargs=True)
+    hook = get_layers(model)[rest[0]].register_forward_pre_hook(
+        input_injector([hidden], {"batch": 0}), with_kwargs=True
+    )
     try:
         with use_blocks(model, rest):
             return model(input_ids=input_ids, use_cache=False, logits_to_keep=1).logits

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from pudding.errors import OptionError
 from pudding.models.adapters import adapter_for, body, get_layers, hidden_to_logits
+from pudding.models.hooks import input_injector, input_recorder, output_recorder
 from pudding.models.omission import kept_blocks, use_blocks
 
 HEAD_CHUNK_ELEMENTS = 1 << 22  # logits per LM-head chunk (16 MB of float32)
@@ -279,11 +280,11 @@ class Scorer:
         current: dict[str, int] = {}
         hooks = []
         if start_hidden is not None:  # registered first, so a capture of blocks[0] records the injected input
-            inject = _injector(start_hidden, current)
+            inject = input_injector(start_hidden, current)
             hooks.append(layers[blocks[0]].register_forward_pre_hook(inject, with_kwargs=True))
-        hooks += [layers[b].register_forward_pre_hook(_recorder(captured[b]), with_kwargs=True) for b in capture]
+        hooks += [layers[b].register_forward_pre_hook(input_recorder(captured[b]), with_kwargs=True) for b in capture]
         if after is not None:
-            hooks.append(layers[blocks[-1]].register_forward_hook(_output_recorder(captured[after])))
+            hooks.append(layers[blocks[-1]].register_forward_hook(output_recorder(captured[after])))
         try:
             with use_blocks(self.model, blocks):
                 batches = tqdm(prepared.batches, desc="scoring", leave=False, disable=not self.progress)
@@ -335,31 +336,6 @@ class Scorer:
         """Score (context, continuation) pairs with the blocks in ``omit`` skipped."""
         prepared = self.prepare(requests)
         return self.run(prepared, kept_blocks(omit, self.num_blocks))[0]
-
-
-def _recorder(store: list[torch.Tensor]):
-    def hook(module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        store.append(hidden.detach().clone())
-
-    return hook
-
-
-def _output_recorder(store: list[torch.Tensor]):
-    def hook(module, args, output):
-        store.append((output[0] if isinstance(output, tuple) else output).detach().clone())
-
-    return hook
-
-
-def _injector(start_hidden: Sequence[torch.Tensor], current: dict[str, int]):
-    def hook(module, args, kwargs):
-        hidden = start_hidden[current["batch"]]
-        if args:
-            return (hidden, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": hidden}
-
-    return hook
 
 
 def _model_max_length(model: nn.Module, tokenizer) -> int:

@@ -25,8 +25,8 @@ from torch import nn
 from transformers import DynamicCache
 
 from pudding.models.adapters import body, get_layers
+from pudding.models.hooks import input_injector, output_recorder
 from pudding.models.omission import kept_blocks, omit_blocks, use_blocks
-from pudding.scoring import _injector, _output_recorder
 
 
 @dataclass
@@ -58,9 +58,9 @@ def run_blocks(
     """
     layers = get_layers(model)
     out: list[torch.Tensor] = []
-    hooks = [layers[blocks[-1]].register_forward_hook(_output_recorder(out))]
+    hooks = [layers[blocks[-1]].register_forward_hook(output_recorder(out))]
     if start_hidden is not None:
-        inject = _injector([start_hidden], {"batch": 0})
+        inject = input_injector([start_hidden], {"batch": 0})
         hooks.append(layers[blocks[0]].register_forward_pre_hook(inject, with_kwargs=True))
     try:
         with use_blocks(model, blocks):
