@@ -66,14 +66,15 @@ release: setup
 # The whole routed flow on the defaults in about 15 minutes on a 2-core CPU, from the released candidates and scores:
 # router data (seconds), a short router fit, routed evaluation (per-task limit), a short bench. Everything goes under
 # checkpoints/demo/; a stage whose output exists is skipped when make demo runs again (delete it to redo it).
-DEMO := checkpoints/demo
+DEMO ?= checkpoints/demo
+RELEASE ?= checkpoints/release
 DEMO_LIMIT ?= 50
 demo: setup $(DEMO)/results.json $(DEMO)/bench.json
 	@echo "demo done: $(DEMO)/results.md, $(DEMO)/results.png, $(DEMO)/bench.json, $(DEMO)/bench.png"
 	@cat $(DEMO)/results.md
 
 $(DEMO)/router_dataset/pudding_meta.json:
-	$(VENV)/bin/pudding dataset --scores checkpoints/release/router_scores.parquet --data_dir $(DATA_DIR) \
+	$(VENV)/bin/pudding dataset --scores $(RELEASE)/router_scores.parquet --data_dir $(DATA_DIR) \
 		--output $(DEMO)/router_dataset
 
 $(DEMO)/bundle/router.json: $(DEMO)/router_dataset/pudding_meta.json
