@@ -191,6 +191,7 @@ def test_quickstart_notebook_runs_on_a_tiny_configuration(routed, shared_data, t
     monkeypatch.setenv("PUDDING_NB_TASKS", "piqa,arc_easy")
     monkeypatch.setenv("PUDDING_NB_LIMIT", "3")
     monkeypatch.setenv("PUDDING_NB_OUTPUT", str(tmp_path / "results"))
+    monkeypatch.setenv("PUDDING_NB_OUTCOMES", str(tmp_path / "outcomes"))
     monkeypatch.chdir(Path(__file__).parents[1])
     namespace: dict = {}
     for cell in notebook["cells"]:
