@@ -53,10 +53,13 @@ data: setup
 
 # The release's inputs made from scratch, in float32 (hours on a CPU without AMX; both stages resume where they
 # stopped, the search also on another machine, from the tracked run files in checkpoints/release/search_runs/).
+# On a CPU with AMX or a GPU, RELEASE_DTYPE=bfloat16 is ~3.6x faster (and starts the search afresh: the run files
+# are keyed by dtype).
+RELEASE_DTYPE ?= float32
 release-build: setup
-	$(VENV)/bin/pudding candidates --config configs/candidates.yaml --data_dir $(DATA_DIR) --dtype float32 \
+	$(VENV)/bin/pudding candidates --config configs/candidates.yaml --data_dir $(DATA_DIR) --dtype $(RELEASE_DTYPE) \
 		--work_dir checkpoints/release/search_runs --output checkpoints/candidates.yaml --overwrite true
-	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR) --dtype float32 \
+	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR) --dtype $(RELEASE_DTYPE) \
 		--candidates checkpoints/candidates.yaml --trainer.devices 2 --trainer.strategy ddp
 
 # Package this machine's candidate file and router dataset as checkpoints/release/ (see configs/release.yaml).
