@@ -138,19 +138,18 @@ def test_limit_zero(capsys, model_dir, data_dir):
     fails(capsys, eval_args(model_dir, data_dir, "--limit", "0"), "option limit", "got 0")
 
 
+def command_args(command: str, model_dir, data_dir, tmp_path) -> list:
+    """A valid call of ``command`` on the tiny model and data, to which a test adds one bad option."""
+    if command == "eval":
+        return eval_args(model_dir, data_dir)
+    if command == "candidates":
+        return ["candidates", "--base", model_dir, "--data_dir", data_dir, "--tasks", "piqa"]
+    return ["dataset", "--candidates", write_candidates(tmp_path / "c.yaml", model_dir), "--data_dir", data_dir]
+
+
 @pytest.mark.parametrize("command", ["eval", "candidates", "dataset"])
 def test_router_fraction_out_of_range(capsys, model_dir, data_dir, tmp_path, command):
-    args = {
-        "eval": eval_args(model_dir, data_dir),
-        "candidates": ["candidates", "--base", model_dir, "--data_dir", data_dir, "--tasks", "piqa"],
-        "dataset": [
-            "dataset",
-            "--candidates",
-            write_candidates(tmp_path / "c.yaml", model_dir),
-            "--data_dir",
-            data_dir,
-        ],
-    }[command]
+    args = command_args(command, model_dir, data_dir, tmp_path)
     out = tmp_path / "out" / "result"
     args += ["--router_fraction", "1.5", "--output", out, "--overwrite", "true"]
     fails(capsys, args, "option router_fraction", "1.5", output=out)
@@ -160,17 +159,7 @@ def test_router_fraction_out_of_range(capsys, model_dir, data_dir, tmp_path, com
 def test_output_whose_parent_is_a_file(capsys, model_dir, data_dir, tmp_path, command):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    args = {
-        "eval": eval_args(model_dir, data_dir),
-        "candidates": ["candidates", "--base", model_dir, "--data_dir", data_dir, "--tasks", "piqa"],
-        "dataset": [
-            "dataset",
-            "--candidates",
-            write_candidates(tmp_path / "c.yaml", model_dir),
-            "--data_dir",
-            data_dir,
-        ],
-    }[command]
+    args = command_args(command, model_dir, data_dir, tmp_path)
     fails(capsys, [*args, "--output", blocker / "sub" / "out"], "option output", f"{blocker} is a file, not a folder")
 
 
