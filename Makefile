@@ -51,16 +51,19 @@ checkpoints/bench/bench.json: checkpoints/router/bundle/router.json
 data: setup
 	$(VENV)/bin/pudding dataset --scores checkpoints/release/router_scores.parquet --data_dir $(DATA_DIR)
 
-# The release's inputs made from scratch, in float32 (hours on a CPU without AMX; both stages resume where they
-# stopped, the search also on another machine, from the tracked run files in checkpoints/release/search_runs/).
-# On a CPU with AMX or a GPU, RELEASE_DTYPE=bfloat16 is ~3.6x faster (and starts the search afresh: the run files
-# are keyed by dtype).
+# The release's inputs made from scratch, in float32 (hours on a CPU without AMX). The search writes the tracked
+# candidate file checkpoints/release/candidates.yaml (skipped once it exists: delete it to search again); its per-run
+# files go to checkpoints/release/search_runs/. Both stages resume where they stopped. On a CPU with AMX or a GPU,
+# RELEASE_DTYPE=bfloat16 is ~3.6x faster (and starts afresh: run files and datasets are keyed by dtype).
 RELEASE_DTYPE ?= float32
-release-build: setup
-	$(VENV)/bin/pudding candidates --config configs/candidates.yaml --data_dir $(DATA_DIR) --dtype $(RELEASE_DTYPE) \
-		--work_dir checkpoints/release/search_runs --output checkpoints/candidates.yaml --overwrite true
+RELEASE_CANDIDATES := checkpoints/release/candidates.yaml
+release-build: setup $(RELEASE_CANDIDATES)
 	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR) --dtype $(RELEASE_DTYPE) \
-		--candidates checkpoints/candidates.yaml --trainer.devices 2 --trainer.strategy ddp
+		--candidates $(RELEASE_CANDIDATES) --trainer.devices 2 --trainer.strategy ddp
+
+$(RELEASE_CANDIDATES):
+	$(VENV)/bin/pudding candidates --config configs/candidates.yaml --data_dir $(DATA_DIR) --dtype $(RELEASE_DTYPE) \
+		--work_dir checkpoints/release/search_runs --output $(RELEASE_CANDIDATES) --overwrite true
 
 # Package this machine's candidate file and router dataset as checkpoints/release/ (see configs/release.yaml).
 release: setup
