@@ -3,12 +3,16 @@
 Written by ``pudding candidates``, read by ``pudding eval --candidates``, ``pudding dataset`` and the router. It is
 plain YAML so a person can read which blocks each candidate drops and why. Loading validates everything a later
 stage relies on and names the file and the candidate when something is wrong.
+
+A file holds candidates of one depth (``num_omit: 7``, names ``task/loss``) or of several depths from the same
+searches (``num_omit: [3, 5, 7]``, names ``task/loss@3``): a greedy search removes blocks one at a time, so the first
+``d`` blocks of a deeper run are that run's ``d``-block result.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -26,7 +30,9 @@ class CandidateFileError(PuddingError):
 class Candidate:
     """One omission set: blocks in removal order, the (task, loss) that produced it, the loss after each step.
 
-    ``also_from`` lists other ``task/loss`` runs whose search ended in the same set of blocks (merged).
+    ``also_from`` lists other ``task/loss`` runs whose search reached the same set of blocks at this depth (merged).
+    ``depth_in_name`` is set by :class:`CandidateSet` in a file of several depths, where ``task/loss`` alone would
+    name one candidate per depth.
     """
 
     omit: tuple[int, ...]
@@ -34,21 +40,66 @@ class Candidate:
     loss: str
     step_losses: tuple[float, ...] = ()
     also_from: tuple[str, ...] = ()
+    depth_in_name: bool = field(default=False, compare=False, repr=False)
+
+    @property
+    def depth(self) -> int:
+        """Blocks this candidate omits."""
+        return len(self.omit)
+
+    @property
+    def run(self) -> str:
+        """The ``task/loss`` search that found it."""
+        return f"{self.task}/{self.loss}"
 
     @property
     def name(self) -> str:
-        return f"{self.task}/{self.loss}"
+        """``task/loss``, or ``task/loss@depth`` in a file of several depths (unique there)."""
+        return f"{self.run}@{self.depth}" if self.depth_in_name else self.run
+
+    def to_dict(self) -> dict:
+        return {
+            "omit": list(self.omit),
+            "task": self.task,
+            "loss": self.loss,
+            "step_losses": list(self.step_losses),
+            "also_from": list(self.also_from),
+        }
 
 
 @dataclass(frozen=True)
 class CandidateSet:
-    """Every candidate found for one base model, plus how the search was run."""
+    """Every candidate found for one base model, plus how the search was run.
+
+    ``num_omit`` is the blocks each candidate omits in a single-depth set, and the largest depth in a set of several
+    (see :attr:`depths`); callers that need every candidate's own size use :attr:`Candidate.depth`.
+    """
 
     base_model: str
     num_blocks: int
     num_omit: int
     candidates: tuple[Candidate, ...]
     search: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # names carry the depth exactly when the set has several: ``task/loss`` stays the name in one-depth files
+        multi = len({c.depth for c in self.candidates}) > 1
+        if any(c.depth_in_name != multi for c in self.candidates):
+            tagged = tuple(replace(c, depth_in_name=multi) for c in self.candidates)
+            object.__setattr__(self, "candidates", tagged)
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        """The distinct candidate sizes (blocks omitted), ascending: one for a single-depth set."""
+        return tuple(sorted({c.depth for c in self.candidates}))
+
+    @property
+    def multi_depth(self) -> bool:
+        return len(self.depths) > 1
+
+    def at_depth(self, depth: int) -> list[Candidate]:
+        """The candidates that omit ``depth`` blocks, in file order."""
+        return [c for c in self.candidates if c.depth == depth]
 
     @property
     def omission_sets(self) -> list[tuple[int, ...]]:
@@ -62,12 +113,9 @@ class CandidateSet:
         return {
             "base_model": self.base_model,
             "num_blocks": self.num_blocks,
-            "num_omit": self.num_omit,
+            "num_omit": list(self.depths) if self.multi_depth else self.num_omit,
             "search": dict(self.search),
-            "candidates": [
-                {**asdict(c), "omit": list(c.omit), "step_losses": list(c.step_losses), "also_from": list(c.also_from)}
-                for c in self.candidates
-            ],
+            "candidates": [c.to_dict() for c in self.candidates],
         }
 
     def save(self, path: str | Path) -> None:
@@ -77,42 +125,63 @@ class CandidateSet:
 
 
 def merge_identical(candidates: list[Candidate]) -> list[Candidate]:
-    """Keep the first candidate of every distinct *set* of blocks; later duplicates go into its ``also_from``."""
+    """Keep the first candidate of every distinct *set* of blocks; later duplicates' runs go into its ``also_from``.
+
+    Sets of different sizes never coincide, so candidates of several depths are merged within each depth.
+    """
     merged: dict[frozenset[int], Candidate] = {}
     for cand in candidates:
         key = frozenset(cand.omit)
         if key in merged:
             first = merged[key]
-            also = (*first.also_from, cand.name)
-            merged[key] = Candidate(first.omit, first.task, first.loss, first.step_losses, also)
+            merged[key] = replace(first, also_from=(*first.also_from, cand.run))
         else:
             merged[key] = cand
     return list(merged.values())
 
 
-def validate(cset: CandidateSet, source: str = "<candidates>") -> None:
-    """Raise :class:`CandidateFileError` unless every set has the same size, valid distinct indices, and K ≥ 2.
+def validate(cset: CandidateSet, source: str = "<candidates>", depths: tuple[int, ...] | None = None) -> None:
+    """Raise :class:`CandidateFileError` unless every set has one of the file's sizes, valid distinct indices, K ≥ 2.
 
+    ``depths`` are the sizes the file declares (default: ``num_omit`` alone in a single-depth set, else the
+    candidates' own sizes up to ``num_omit``); every candidate must have one of them and each must have a candidate.
     Block indices are checked by :func:`pudding.models.omission.validate_omission`, the one validator of the package
-    (an int in range, not a bool, no repeats, at least one block left).
+    (an int in range, not a bool, no repeats, at least one block left). Names must be unique in a multi-depth set.
     """
     if cset.num_blocks < 2:
         raise CandidateFileError(f"{source}: num_blocks must be at least 2, got {cset.num_blocks}")
     if len(cset.candidates) < 2:
         raise CandidateFileError(f"{source}: needs at least 2 candidates for a router to choose from, has {len(cset)}")
+    if depths is None:
+        depths = cset.depths if cset.multi_depth else (cset.num_omit,)
+    if max(depths) != cset.num_omit:
+        raise CandidateFileError(f"{source}: num_omit is {cset.num_omit}, but the largest depth is {max(depths)}")
     for i, cand in enumerate(cset.candidates):
         where = f"{source}: candidates[{i}] ({cand.name})"
-        if len(cand.omit) != cset.num_omit:
-            raise CandidateFileError(f"{where}: omits {len(cand.omit)} blocks, but num_omit is {cset.num_omit}")
+        if cand.depth not in depths:
+            declared = depths[0] if len(depths) == 1 else list(depths)
+            raise CandidateFileError(f"{where}: omits {cand.depth} blocks, but num_omit is {declared}")
         try:
             validate_omission(cand.omit, cset.num_blocks)
         except OmissionError as exc:
             raise CandidateFileError(f"{where}: field 'omit': {exc}") from None
+    for depth in depths:
+        if not cset.at_depth(depth):
+            raise CandidateFileError(f"{source}: field 'num_omit' lists depth {depth}, but no candidate omits {depth}")
     seen: dict[frozenset[int], int] = {}
     for i, key in enumerate(frozenset(c.omit) for c in cset.candidates):
         if key in seen:
             raise CandidateFileError(f"{source}: candidates[{i}] repeats the omission set of candidates[{seen[key]}]")
         seen[key] = i
+    if cset.multi_depth:
+        named: dict[str, int] = {}
+        for i, cand in enumerate(cset.candidates):
+            if cand.name in named:
+                raise CandidateFileError(
+                    f"{source}: candidates[{i}] has the name {cand.name!r} of candidates[{named[cand.name]}] "
+                    "(in a file of several depths, task/loss@depth must be unique)"
+                )
+            named[cand.name] = i
 
 
 def _require(mapping: dict, key: str, kind: type | tuple[type, ...], where: str):
@@ -152,15 +221,35 @@ def load_candidates(path: str | Path) -> CandidateSet:
                 also_from=tuple(entry.get("also_from", []) or []),
             )
         )
+    base_model = str(_require(raw, "base_model", str, where))
+    num_blocks = _require(raw, "num_blocks", int, where)
+    if "num_omit" not in raw:
+        raise CandidateFileError(f"{where}: missing field 'num_omit'")
+    depths = _depths(raw["num_omit"], where)
     cset = CandidateSet(
-        base_model=str(_require(raw, "base_model", str, where)),
-        num_blocks=_require(raw, "num_blocks", int, where),
-        num_omit=_require(raw, "num_omit", int, where),
+        base_model=base_model,
+        num_blocks=num_blocks,
+        num_omit=max(depths),
         candidates=tuple(candidates),
         search=dict(raw.get("search") or {}),
     )
-    validate(cset, where)
+    validate(cset, where, depths)
     return cset
+
+
+def _depths(value: object, where: str) -> tuple[int, ...]:
+    """The file's ``num_omit``: one depth, or a list of distinct positive depths (returned ascending)."""
+    if not isinstance(value, int | list) or isinstance(value, bool):
+        raise CandidateFileError(f"{where}: field 'num_omit' should be an int or a list of ints, got {value!r}")
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise CandidateFileError(f"{where}: field 'num_omit' is an empty list; give at least one depth")
+    for depth in values:
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise CandidateFileError(f"{where}: field 'num_omit' should hold positive ints, got {depth!r}")
+    if len(set(values)) != len(values):
+        raise CandidateFileError(f"{where}: field 'num_omit' lists a depth more than once: {values}")
+    return tuple(sorted(values))
 
 
 def file_hash(path: str | Path) -> str:

@@ -110,7 +110,7 @@ def write_release(
             "file": CANDIDATES,
             "sha256": meta["candidates_sha256"],
             "num_candidates": len(cset),
-            "num_omit": cset.num_omit,
+            "num_omit": list(cset.depths) if cset.multi_depth else cset.num_omit,  # as the candidate file has it
             "names": names,
             "omission_sets": meta["omission_sets"],
             "dtype": cset.search.get("dtype"),

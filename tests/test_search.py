@@ -1,11 +1,13 @@
-"""Candidate search: greedy result equals brute force and the naive search, barriers, memo, resume, file errors."""
+"""Candidate search: greedy result equals brute force and the naive search, barriers, memo, resume, file errors,
+candidates at several depths from one search."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from pudding.candidates import CandidateFileError, load_candidates
+from pudding.candidates import Candidate, CandidateFileError, CandidateSet, load_candidates
+from pudding.errors import OptionError
 from pudding.scoring import Scorer
 from pudding.search import (
     FastEvaluator,
@@ -296,6 +298,169 @@ def test_corpus_perplexity_is_one_task_agnostic_run(tmp_path):
     )
 
 
+# ------------------------------------------------------------------------------------------------ several depths
+def _search(tmp_path, name: str, base, **overrides) -> tuple[CandidateSet, bytes]:
+    """A whole search on the tiny model, barriers 0/0 and these losses: runs differ at depth 2 and 4, and some merge."""
+    opts = _options(tmp_path, name, keep_first=0, keep_last=0, losses=["likelihood", "perplexity"], **overrides)
+    cset = run_search(opts, base=base, items=_given_items(), log=lambda text: None)
+    return cset, (tmp_path / name / "candidates.yaml").read_bytes()
+
+
+def test_depth_prefixes_equal_separate_searches(model, tokenizer, tmp_path, monkeypatch):
+    """[2, 4] from one search to 4 = the searches to 2 and to 4 done apart: same sets, losses, merges, order."""
+    base = _tiny_base(model, tokenizer)
+    two, _ = _search(tmp_path, "two", base, num_omit=2)
+    four, _ = _search(tmp_path, "four", base, num_omit=4)
+    both, written = _search(tmp_path, "both", base, num_omit=[4, 2])
+
+    assert both.depths == (2, 4) and both.num_omit == 4 and two.depths == (2,) and four.depths == (4,)
+    assert both.at_depth(2) == list(two.candidates)  # omit in removal order, step losses, task, loss, also_from
+    assert both.at_depth(4) == list(four.candidates)
+    assert list(both.candidates) == [*two.candidates, *four.candidates]  # depth order, then run order
+    assert both.search["runs"] == four.search["runs"]  # the runs went to the deepest depth only
+    for cand in both.at_depth(2):
+        run = next(r for r in four.search["runs"] if f"{r['task']}/{r['loss']}" == cand.run)
+        assert list(cand.omit) == run["omit"][:2] and list(cand.step_losses) == run["step_losses"][:2]
+    assert [c.name for c in two.candidates] == [c.run for c in two.candidates]  # task/loss, as before
+    assert [c.name for c in both.candidates] == [f"{c.run}@{c.depth}" for c in both.candidates]
+    assert len({c.name for c in both.candidates}) == len(both)
+    assert len(two) + len(four) == len(both) > len(four)  # the 2-block sets differ from each other, too
+    assert any(c.also_from for c in both.at_depth(2)) and any(c.also_from for c in both.at_depth(4))  # merged
+
+    loaded = load_candidates(tmp_path / "both" / "candidates.yaml")
+    assert loaded == both and [c.name for c in loaded.candidates] == [c.name for c in both.candidates]
+    assert yaml.safe_load(written)["num_omit"] == [2, 4]
+
+    # the same list over the finished runs of the 4-block search: no scoring at all, the same file
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored a finished run")
+
+    monkeypatch.setattr(Scorer, "run", no_scoring)
+    monkeypatch.setattr(Scorer, "score", no_scoring)
+    lines: list[str] = []
+    work = str(tmp_path / "four" / "candidates.yaml.runs")
+    reused = _options(
+        tmp_path,
+        "reused",
+        keep_first=0,
+        keep_last=0,
+        losses=["likelihood", "perplexity"],
+        num_omit=[2, 4],
+        work_dir=work,
+    )
+    run_search(reused, base=base, items=_given_items(), log=lines.append)
+    assert sum("finished earlier" in line for line in lines) == 4
+    assert (tmp_path / "reused" / "candidates.yaml").read_bytes() == written
+
+
+def test_one_depth_output_is_unchanged(model, tokenizer, tmp_path):
+    """An int num_omit writes today's format; [k] and "k" are the same search, the same run files, the same bytes."""
+    base = _tiny_base(model, tokenizer)
+    cset, written = _search(tmp_path, "int", base, num_omit=3)
+    raw = yaml.safe_load(written)
+    assert list(raw) == ["base_model", "num_blocks", "num_omit", "search", "candidates"]
+    assert raw["num_omit"] == 3 and cset.depths == (3,) and not cset.multi_depth
+    for entry, cand in zip(raw["candidates"], cset.candidates, strict=True):
+        assert list(entry) == ["omit", "task", "loss", "step_losses", "also_from"]
+        assert len(entry["omit"]) == 3 and cand.name == f"{entry['task']}/{entry['loss']}"
+    work = str(tmp_path / "int" / "candidates.yaml.runs")
+    for name, value in (("list", [3]), ("text", "[3]")):
+        lines: list[str] = []
+        opts = _options(
+            tmp_path,
+            name,
+            keep_first=0,
+            keep_last=0,
+            losses=["likelihood", "perplexity"],
+            num_omit=value,
+            work_dir=work,
+        )
+        run_search(opts, base=base, items=_given_items(), log=lines.append)
+        assert sum("finished earlier" in line for line in lines) == 4
+        assert (tmp_path / name / "candidates.yaml").read_bytes() == written
+
+
+def test_several_depths_share_the_key_of_the_deepest(tmp_path):
+    """So run files made with num_omit 7 (the release's) serve [3, 5, 7] as they are."""
+    items = _given_items()
+    specs, _ = runs_module.plan_runs(_options(tmp_path, "x", num_omit=7), items)
+    for depths in ([3, 5, 7], [7, 3], "3,5,7", [7]):
+        opts = _options(tmp_path, "x", num_omit=depths)
+        assert [runs_module.run_key(opts, s, 30, "float32") for s in specs] == [
+            runs_module.run_key(_options(tmp_path, "x", num_omit=7), s, 30, "float32") for s in specs
+        ]
+    assert runs_module.run_key(_options(tmp_path, "x", num_omit=[3, 5]), specs[0], 30, "float32") != (
+        runs_module.run_key(_options(tmp_path, "x", num_omit=7), specs[0], 30, "float32")
+    )
+    assert _options(tmp_path, "x", num_omit="[7, 3, 5]").num_omit == [3, 5, 7]
+    assert _options(tmp_path, "x", num_omit=[5]).num_omit == 5
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([], "an empty list"),
+        ("[]", "an empty list"),
+        ([3, "x"], "'x' is not valid"),
+        ("[3, x]", "'x' is not valid"),
+        ([3, 2.5], "2.5 is not valid"),
+        ([3, True], "True is not valid"),
+        ([3, 5, 3], r"depths must be distinct, got \[3, 5, 3\]"),
+        ([0, 3], "must be at least 1, got 0"),
+        (2.0, "should be an int or a list of ints"),
+    ],
+)
+def test_bad_depth_lists_are_one_line_errors(tmp_path, value, message):
+    with pytest.raises(OptionError, match=message) as info:
+        _options(tmp_path, "x", num_omit=value)
+    assert str(info.value).startswith("option num_omit: ") and "\n" not in str(info.value)
+
+
+def test_a_depth_beyond_the_free_blocks_is_refused_before_any_search(model, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setattr(runs_module, "greedy_search", lambda *a, **k: pytest.fail("searched"))
+    opts = _options(tmp_path, "deep", num_omit=[2, 5])  # 6 blocks, keep 1 + 1: four removable
+    with pytest.raises(SearchError, match=r"option num_omit=5: .* leaving 4 removable") as info:
+        run_search(opts, base=_tiny_base(model, tokenizer), items=_given_items(), log=lambda text: None)
+    assert "\n" not in str(info.value)
+    assert not opts.run_dir.exists()
+
+
+def test_sleb_sets_at_each_depth_come_from_one_search(model, tokenizer):
+    from pudding.search.sleb import sleb_prefix, sleb_search, sleb_sets
+
+    scorer = Scorer(model, tokenizer)
+    texts = ["Bees make honey in the summer.", "The capital of France is Paris.", "Cats sleep a lot."]
+    quiet = lambda text: None  # noqa: E731
+    deep = sleb_search(scorer, texts, 3, "tiny", log=quiet)
+    for depth in (1, 2):
+        alone = sleb_search(scorer, texts, depth, "tiny", log=quiet)
+        assert deep.prefix(depth) == alone  # blocks, step losses, dense loss and every trial's loss
+        assert sleb_prefix(deep, depth) == tuple(sorted(alone.omit))
+    assert sleb_sets(deep, [3, 1]) == {1: tuple(deep.omit[:1]), 3: tuple(sorted(deep.omit))}
+    with pytest.raises(SearchError, match="depth 4: the search removed 3 blocks"):
+        sleb_prefix(deep, 4)
+
+
+def test_bundle_rebuilds_a_file_of_several_depths():
+    from pudding.router.bundle import candidate_set_from_meta
+
+    cset = CandidateSet(
+        "tiny",
+        6,
+        3,
+        (
+            Candidate((1, 2), "piqa", "margin"),
+            Candidate((2, 4), "boolq", "likelihood"),
+            Candidate((1, 2, 3), "piqa", "margin"),
+        ),
+    )
+    names = [c.name for c in cset.candidates]
+    assert names == ["piqa/margin@2", "boolq/likelihood@2", "piqa/margin@3"]
+    meta = {"base_model": "tiny", "num_blocks": 6, "omission_sets": cset.omission_sets, "candidate_names": names}
+    rebuilt = candidate_set_from_meta(meta)
+    assert [c.name for c in rebuilt.candidates] == names and rebuilt.depths == (2, 3) and rebuilt.num_omit == 3
+
+
 # --------------------------------------------------------------------------------------------- candidate files
 GOOD = {
     "base_model": "default",
@@ -326,6 +491,24 @@ def _with(path, **changes):
         ({"candidates": [{"omit": [3, 7]}, {"blocks": [1, 2]}]}, r"candidates\[1\]: missing field 'omit'"),
         ({"num_blocks": "thirty"}, "field 'num_blocks' should be int"),
         ({"candidates": "3,7"}, "field 'candidates' should be list"),
+        # several depths
+        ({"num_omit": [2, 3]}, "field 'num_omit' lists depth 3, but no candidate omits 3"),
+        (
+            {"num_omit": [2, 3], "candidates": [{"omit": [3, 7]}, {"omit": [1, 2, 3]}, {"omit": [4]}]},
+            r"candidates\[2\].*omits 1 blocks, but num_omit is \[2, 3\]",
+        ),
+        ({"num_omit": []}, "field 'num_omit' is an empty list"),
+        ({"num_omit": [2, 2]}, "field 'num_omit' lists a depth more than once"),
+        ({"num_omit": [2, "3"]}, "field 'num_omit' should hold positive ints, got '3'"),
+        ({"num_omit": "2"}, "field 'num_omit' should be an int or a list of ints"),
+        (
+            {
+                "num_omit": [2, 3],
+                "candidates": [*GOOD["candidates"], {"omit": [3, 4, 7], "task": "piqa", "loss": "margin"}]
+                + [{"omit": [3, 5], "task": "piqa", "loss": "margin"}],
+            },
+            r"candidates\[3\] has the name 'piqa/margin@2' of candidates\[0\]",
+        ),
     ],
 )
 def test_malformed_candidate_files_are_rejected(tmp_path, changes, message):
@@ -343,6 +526,21 @@ def test_unreadable_candidate_files_are_rejected(tmp_path):
     with pytest.raises(CandidateFileError, match="not valid YAML"):
         load_candidates(broken)
     assert len(load_candidates(_with(tmp_path / "good.yaml"))) == 2
+
+
+def test_a_file_of_several_depths_loads_with_depth_names(tmp_path):
+    deeper = {"omit": [3, 4, 7], "task": "piqa", "loss": "margin", "also_from": ["boolq/margin"]}
+    cset = load_candidates(_with(tmp_path / "multi.yaml", num_omit=[3, 2], candidates=[*GOOD["candidates"], deeper]))
+    assert cset.depths == (2, 3) and cset.num_omit == 3 and cset.multi_depth
+    assert [c.depth for c in cset.candidates] == [2, 2, 3]
+    assert [c.name for c in cset.at_depth(2)] == ["piqa/margin@2", "boolq/likelihood@2"]
+    assert cset.at_depth(3)[0].also_from == ("boolq/margin",)
+    cset.save(tmp_path / "again.yaml")  # written back as it was read: the depths, not the largest
+    assert yaml.safe_load((tmp_path / "again.yaml").read_text())["num_omit"] == [2, 3]
+    assert load_candidates(tmp_path / "again.yaml") == cset
+
+    single = load_candidates(_with(tmp_path / "one.yaml", num_omit=[2]))  # one depth, as a list: a one-depth file
+    assert single.depths == (2,) and [c.name for c in single.candidates] == ["piqa/margin", "boolq/likelihood"]
 
 
 # ------------------------------------------------------------------------------------------------ command line

@@ -86,12 +86,13 @@ def candidate_set_from_meta(meta: dict) -> CandidateSet:
     names = meta.get("candidate_names") or [f"candidate{i}/?" for i in range(len(sets))]
     candidates = []
     for name, omit in zip(names, sets, strict=True):
-        task, _, loss = str(name).partition("/")
+        run, at, depth = str(name).rpartition("@")
+        task, _, loss = (run if at and depth.isdigit() else str(name)).partition("/")  # task/loss@depth: several
         candidates.append(Candidate(omit=tuple(int(b) for b in omit), task=task, loss=loss or "?"))
     return CandidateSet(
         base_model=str(meta.get("candidates_base_model") or meta["base_model"]),
         num_blocks=int(meta["num_blocks"]),
-        num_omit=len(sets[0]) if sets else 0,
+        num_omit=max((len(s) for s in sets), default=0),  # the largest depth, in a file of several
         candidates=tuple(candidates),
         search={"rebuilt_from": "router dataset metadata"},
     )

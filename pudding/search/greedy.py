@@ -51,6 +51,13 @@ class SearchResult:
     dense_loss: float
     trial_losses: tuple[dict[int, float], ...] = ()
 
+    def prefix(self, depth: int) -> SearchResult:
+        """The search stopped after ``depth`` steps: each step depends only on the ones before, so this is exactly
+        what a search of ``depth`` blocks gives (one deep search yields every shallower result for free)."""
+        if not 1 <= depth <= len(self.omit):
+            raise SearchError(f"depth {depth}: the search removed {len(self.omit)} blocks; search at least this deep")
+        return SearchResult(self.omit[:depth], self.step_losses[:depth], self.dense_loss, self.trial_losses[:depth])
+
 
 @dataclass
 class StepInfo:

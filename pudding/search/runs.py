@@ -1,11 +1,16 @@
 """The whole candidate search: every (task, loss) run, resumable, merged into one candidate file.
 
 Each finished run is written atomically to ``work_dir`` as one JSON file named by a hash of everything that
-determines its result (base model, dtype, task, loss, num_omit, barriers, and the exact requests scored, which
+determines its result (base model, dtype, task, loss, depth, barriers, and the exact requests scored, which
 covers num_samples, seed, data options and corpus); a run in progress also keeps a ``.partial.json`` file updated
 after every step. Re-running the same configuration skips finished runs and continues a partial one from its last
 step, so an interrupted search resumes where it stopped and writes the same file an uninterrupted one would. The
 candidate file holds nothing that varies between runs (no timings, no dates).
+
+Several depths (``num_omit: [3, 5, 7]``) cost one search: each run goes to the largest depth, under the same key a
+search of that depth alone has (so its run files are reused), and the first ``d`` blocks it removed, with their step
+losses, are its ``d``-block candidate — exactly what a search stopped at ``d`` finds, since every step depends only on
+the steps before it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pudding.errors import OptionError
 from pudding.io import atomic_write_json
 from pudding.models.loading import BaseModel, base_num_blocks, load_base
 from pudding.option_groups import DeviceOptions, ModelOptions, OutputOptions, ScoringOptions, TaskOptions
-from pudding.options import as_str_list, check_positive
+from pudding.options import as_int_list, as_str_list, check_positive
 from pudding.scoring import Scorer
 from pudding.search.greedy import FastEvaluator, NaiveEvaluator, SearchResult, StepInfo, check_barriers, greedy_search
 from pudding.search.objectives import (
@@ -64,7 +69,9 @@ class SearchOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, M
         losses: Losses to minimise, YAML list or comma-separated: likelihood (minus the gold answer's mean
             per-token log-probability), margin (minus gold log-likelihood minus the mean of the other choices'),
             perplexity (language-model loss on the tasks' own text, or on ``corpus``).
-        num_omit: Blocks each candidate removes.
+        num_omit: Blocks each candidate removes: one depth (7), or a list of depths ([3, 5, 7]) for candidates at
+            each, from the same runs at no extra search cost (every run goes to the largest depth; its first d
+            blocks are its d-block candidate). A list file names candidates ``task/loss@d``.
         num_samples: Items per task (a seeded sample of its train split, or of the part of validation reserved
             for the router when there is no train split).
         keep_first: The first this many blocks are never removed.
@@ -78,7 +85,7 @@ class SearchOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, M
     base: str = "default"
     output: str = "checkpoints/candidates.yaml"
     losses: list[str] | str = "likelihood,margin"
-    num_omit: int = 7
+    num_omit: int | list | str = 7
     num_samples: int = 64
     keep_first: int = 1
     keep_last: int = 1
@@ -93,7 +100,7 @@ class SearchOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, M
         for name in self.losses:
             if name not in LOSSES:
                 raise OptionError(f"option losses: unknown loss {name!r}; known losses: {', '.join(LOSSES)}")
-        check_positive(self.num_omit, "num_omit")
+        self.num_omit = parse_depths(self.num_omit)
         check_positive(self.num_samples, "num_samples")
         check_positive(self.keep_first, "keep_first", minimum=0)
         check_positive(self.keep_last, "keep_last", minimum=0)
@@ -103,9 +110,34 @@ class SearchOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, M
             raise OptionError("option corpus is only used by the perplexity loss; add perplexity to losses")
 
     @property
+    def depths(self) -> tuple[int, ...]:
+        """The depths asked for, ascending (one for an int ``num_omit``)."""
+        return tuple(self.num_omit) if isinstance(self.num_omit, list) else (self.num_omit,)
+
+    @property
+    def max_depth(self) -> int:
+        """How far every run searches: the largest depth."""
+        return max(self.depths)
+
+    @property
     def run_dir(self) -> Path:
         """Where finished runs are kept: ``work_dir``, else ``<output>.runs`` beside the output file."""
         return Path(self.work_dir) if self.work_dir else Path(f"{self.output}.runs")
+
+
+def parse_depths(value: int | list | str) -> int | list[int]:
+    """``num_omit`` checked: an int stays one; a list (or ``"3,5,7"``) of distinct positive depths becomes a sorted
+    list, and a one-element list its int (so ``[7]`` searches and writes exactly what ``7`` does)."""
+    if not isinstance(value, int | list | tuple | str):
+        raise OptionError(f"option num_omit: should be an int or a list of ints, got {value!r}")
+    depths = as_int_list(value, "num_omit")
+    if not depths:
+        raise OptionError("option num_omit: an empty list; give a depth (7) or a list of depths ([3, 5, 7])")
+    for depth in depths:
+        check_positive(depth, "num_omit")
+    if len(set(depths)) != len(depths):
+        raise OptionError(f"option num_omit: depths must be distinct, got {depths}")
+    return depths[0] if len(depths) == 1 else sorted(depths)
 
 
 @dataclass(frozen=True)
@@ -175,7 +207,8 @@ def plan_runs(
 def run_key(opts: SearchOptions, spec: RunSpec, num_blocks: int, dtype: str) -> str:
     """Hash of everything that determines a run's result; a run file is reused only when it matches.
 
-    ``dtype`` is the dtype the model actually runs in (``auto`` and the dtype it resolves to share run files).
+    ``dtype`` is the dtype the model actually runs in (``auto`` and the dtype it resolves to share run files). The
+    depth is the run's, the largest asked for: ``[3, 5, 7]`` reuses (and makes) the run files of ``7``.
     """
     payload = {
         "version": SEARCH_VERSION,
@@ -184,7 +217,7 @@ def run_key(opts: SearchOptions, spec: RunSpec, num_blocks: int, dtype: str) -> 
         "num_blocks": num_blocks,
         "task": spec.task,
         "loss": spec.loss,
-        "num_omit": opts.num_omit,
+        "num_omit": opts.max_depth,
         "keep_first": opts.keep_first,
         "keep_last": opts.keep_last,
         "requests": spec.rset.digest(),
@@ -251,14 +284,14 @@ def run_search(
     # every check that needs no model first: output path, block budget, task data
     check_output(opts.output, opts.overwrite)
     if base is None:
-        check_barriers(base_num_blocks(opts.base, opts.cache_dir), opts.num_omit, opts.keep_first, opts.keep_last)
+        check_barriers(base_num_blocks(opts.base, opts.cache_dir), opts.max_depth, opts.keep_first, opts.keep_last)
     runs, notes = plan_runs(opts, items)
     if base is None:
         base = load_base(opts.base, dtype=opts.dtype, device=opts.device, cache_dir=opts.cache_dir)
     scorer = Scorer(base.model, base.tokenizer, batch_tokens=opts.batch_tokens)
     num_blocks = scorer.num_blocks
     dtype = dtype_record(base)
-    check_barriers(num_blocks, opts.num_omit, opts.keep_first, opts.keep_last)
+    check_barriers(num_blocks, opts.max_depth, opts.keep_first, opts.keep_last)
     for note in notes.values():
         log(note)
     started = time.perf_counter()
@@ -287,7 +320,7 @@ def run_search(
         partial_path = path.with_name(path.stem + ".partial.json")
         partial = load_run(partial_path, key)
         resume = None
-        if partial is not None and len(partial.omit) < opts.num_omit:
+        if partial is not None and len(partial.omit) < opts.max_depth:
             resume = from_record(partial)
             log(f"{tag} resuming after step {len(partial.omit)}: omit {partial.omit} ({partial_path})")
 
@@ -296,7 +329,7 @@ def run_search(
         ) -> None:
             atomic_write_json(at, asdict(to_record(spec, so_far, key)))  # resume point, should we be stopped
             log(
-                f"{tag} step {info.step}/{opts.num_omit}: removed block {info.removed}, loss {info.loss:.5f} "
+                f"{tag} step {info.step}/{opts.max_depth}: removed block {info.removed}, loss {info.loss:.5f} "
                 f"({info.trials} trials, {info.cached} cached, {info.seconds:.1f}s; "
                 f"elapsed {time.perf_counter() - started:.0f}s)"
             )
@@ -306,7 +339,7 @@ def run_search(
         result = greedy_search(
             evaluator,
             get_loss(spec.loss),
-            opts.num_omit,
+            opts.max_depth,
             opts.keep_first,
             opts.keep_last,
             on_step=on_step,
@@ -353,12 +386,16 @@ def build_candidate_set(
     notes: Mapping[str, str],
     dtype: Mapping[str, str] | None = None,
 ) -> CandidateSet:
-    """Merge runs that found the same set of blocks; record how the search was configured (no timings).
+    """Each run's candidate at each depth (its first ``d`` blocks), runs that found the same set merged; how the
+    search was configured (no timings).
 
-    ``dtype`` is :func:`dtype_record` of the model searched with (default: the ``dtype`` option as given).
+    Candidates are in depth order, then run order. ``dtype`` is :func:`dtype_record` of the model searched with
+    (default: the ``dtype`` option as given).
     """
     candidates = [
-        Candidate(omit=tuple(r.omit), task=r.task, loss=r.loss, step_losses=tuple(r.step_losses)) for r in records
+        Candidate(omit=tuple(r.omit[:depth]), task=r.task, loss=r.loss, step_losses=tuple(r.step_losses[:depth]))
+        for depth in opts.depths
+        for r in records
     ]
     search = {
         "method": "greedy (SLEB-style): remove the block whose removal gives the lowest loss, num_omit times",
@@ -379,7 +416,7 @@ def build_candidate_set(
     return CandidateSet(
         base_model=opts.base,
         num_blocks=num_blocks,
-        num_omit=opts.num_omit,
+        num_omit=opts.max_depth,
         candidates=tuple(merge_identical(candidates)),
         search=search,
     )

@@ -5,6 +5,9 @@ corpus least. Here the corpus is a user's text file (paragraphs) or, by default,
 tasks' router items written out as plain text (context followed by the gold answer): task-agnostic, and never an
 evaluation item. The search itself is :func:`pudding.search.greedy.greedy_search` with the perplexity loss, kept on
 disk under a key of everything it depends on and resumable step by step.
+
+SLEB is a prefix search too: its first ``d`` removals are SLEB at ``d`` blocks, so one search to the deepest depth
+gives the baseline at every depth (:func:`sleb_sets`).
 """
 
 from __future__ import annotations
@@ -98,3 +101,13 @@ def sleb_search(
     return greedy_search(
         evaluator, get_loss("perplexity"), num_omit, keep_first, keep_last, on_step=save, resume=resume
     )
+
+
+def sleb_prefix(result: SearchResult, depth: int) -> tuple[int, ...]:
+    """SLEB's static omission set at ``depth`` blocks (sorted) from a search at least that deep: its first removals."""
+    return tuple(sorted(result.prefix(depth).omit))
+
+
+def sleb_sets(result: SearchResult, depths: Sequence[int]) -> dict[int, tuple[int, ...]]:
+    """SLEB at each of ``depths`` from one search (run :func:`sleb_search` to ``max(depths)``), keyed by depth."""
+    return {depth: sleb_prefix(result, depth) for depth in sorted(depths)}
