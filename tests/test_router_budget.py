@@ -341,6 +341,8 @@ def test_a_mixed_batch_gives_the_numbers_of_one_prompt_at_a_time(bundle, llm):
 
 
 def test_lm_eval_model_takes_budget_from_model_args(bundle, llm, monkeypatch):
+    from lm_eval.api.instance import Instance
+
     import pudding  # noqa: F401  (registers the model)
     from pudding.routed.lmeval import PuddingLM
     from pudding.routed.model import PuddingModel
@@ -355,6 +357,10 @@ def test_lm_eval_model_takes_budget_from_model_args(bundle, llm, monkeypatch):
     monkeypatch.setattr(PuddingModel, "from_pretrained", classmethod(spy))
     lm = PuddingLM.create_from_arg_string(f"bundle={bundle},budget=1.0,dtype=float32,device=cpu")
     assert seen["budget"] == 1.0 and lm.model.budget == 1.0
+    requests = [Instance("loglikelihood", {}, (p, " yes"), idx=0, metadata=("t", i, 1)) for i, p in enumerate(PROMPTS)]
+    got = lm.loglikelihood(requests)
+    want = Scorer(lm.model.lm.model, lm.model.lm.tokenizer).score([(p, " yes") for p in PROMPTS], omit=())
+    assert lm.depths == [BLOCKS] * len(PROMPTS) and [g[0] for g in got] == [w.logprob for w in want]
     lm = PuddingLM.create_from_arg_string(f"bundle={bundle},budget=argmax,dtype=float32,device=cpu")
     assert lm.model.budget is None
     with pytest.raises(OptionError, match="option budget: 'lots'"):

@@ -39,6 +39,11 @@ class PuddingLM(LM):
         self.choices: list[int] = []
         """The candidate chosen for each request of the last call (for inspection and tests)."""
 
+    @property
+    def depths(self) -> list[int]:
+        """Blocks kept for each request of the last call (its chosen candidate's depth)."""
+        return [self.model.blocks_kept[c] for c in self.choices]
+
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = [tuple(r.args[:2]) for r in requests]
         self.choices = self.model.route([c for c, _ in pairs])
