@@ -124,10 +124,11 @@ def first_blocks(model: torch.nn.Module, input_ids: torch.Tensor, keep_first: in
 
 
 def route_hidden(router, hidden: torch.Tensor) -> int:
-    """A ``self`` router's choice from first-blocks hidden states [1, L, D] (pooling and head only)."""
+    """A ``self`` router's choice from first-blocks hidden states [1, L, D] (pooling and head only; under the
+    router's budget, if it has one)."""
     from pudding.router.self_features import pool_rows
 
-    return int(router.predict_features(pool_rows(hidden, [hidden.shape[1]])).argmax(-1)[0])
+    return int(router.choose(router.predict_features(pool_rows(hidden, [hidden.shape[1]])))[0])
 
 
 @torch.inference_mode()

@@ -5,11 +5,16 @@
     pudding-train validate --config configs/router.yaml --ckpt_path checkpoints/router/.../best.ckpt
     pudding-train fit --config configs/router.yaml --print_config        # the full resolved config
     pudding-train export CHECKPOINT --output DIR [--overwrite]           # a bundle from any checkpoint
+    pudding-train fit --config configs/router_budget.yaml --budget 0.85  # dense as a choice, default budget 0.85
 
 The router tokenizer and truncation length are the model's: ``model.encoder`` and ``model.max_length`` are linked
 to ``data.router`` and ``data.max_length``. K and the candidates come from the dataset. At the end of ``fit`` the
 best checkpoint (by validation regret) is exported as a bundle to ``--bundle`` (default checkpoints/router/bundle;
 ``null`` skips it); an existing bundle is refused before training starts unless ``--overwrite_bundle true``.
+When the router's choices differ in depth (``--data.dense_choice true``, or candidates of several depths), the bundle
+also gets the budget calibration (the router's predictions on its validation rows, :mod:`pudding.router.budget`),
+and ``--budget`` records the bundle's default compute budget (null: plain argmax). ``export`` calibrates too,
+reading the router data from the run's ``config.yaml`` beside the checkpoint folder (``--datasets`` overrides).
 
 Errors in the input (missing dataset, mixed candidate files, an encoder that cannot be loaded, an existing
 bundle...) print one line, ``pudding-train: error: ...``, and exit with status 2; ``--debug`` (or PUDDING_DEBUG=1)
@@ -25,6 +30,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from pudding.errors import OptionError, run_command
+from pudding.router.budget import ARGMAX, parse_budget
 from pudding.router.bundle import BundleError, export_bundle
 from pudding.router.module import RouterModule
 from pudding.routerdata.datamodule import RouterDataModule
@@ -71,6 +77,13 @@ class RouterCLI(LightningCLI):
         parser.add_argument(
             "--overwrite_bundle", type=bool, default=False, help="fit only: replace an existing bundle folder"
         )
+        parser.add_argument(
+            "--budget",
+            type=float | str | None,
+            default=None,
+            help="fit only: the bundle's default compute budget, the target mean fraction of blocks kept in (0, 1] "
+            "(needs choices of different depths, e.g. data.dense_choice true); null: plain argmax",
+        )
         parser.set_defaults({"data.datasets": [DEFAULT_DATASET]})
         parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
 
@@ -87,6 +100,14 @@ class RouterCLI(LightningCLI):
         )
         for path in paths:
             read_meta(path)
+        budget = parse_budget(self._get(self.config, "budget"))
+        if budget is not None and budget != ARGMAX and not data.get("dense_choice"):
+            metas = [read_meta(path) for path in paths]
+            if all(len({len(s) for s in m.get("omission_sets", [])}) < 2 for m in metas):
+                raise OptionError(
+                    "option budget: the candidates all omit the same number of blocks, so a budget cannot change the "
+                    "routing; add the dense model as a choice (--data.dense_choice true)"
+                )
         if self.subcommand == "fit":
             self._resolve_last_checkpoint()
             bundle = self._get(self.config, "bundle")
@@ -132,6 +153,8 @@ class RouterCLI(LightningCLI):
             checkpoint=best or None,
             training_config=config,
             overwrite=bool(self._get(self.config, "overwrite_bundle")),
+            datamodule=self.datamodule,
+            budget=self._get(self.config, "budget"),
         )
         source = best or "the final weights"
         print(f"pudding-train: router bundle written to {path} (from {source})", file=sys.stderr)
@@ -156,7 +179,24 @@ def export_main(args: list[str]) -> None:
     parser.add_argument("checkpoint", help="a .ckpt written by pudding-train fit")
     parser.add_argument("--output", default=DEFAULT_BUNDLE, help=f"bundle folder (default {DEFAULT_BUNDLE})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    parser.add_argument(
+        "--budget",
+        default=None,
+        help="the bundle's default compute budget: target mean fraction of blocks kept in (0, 1] (default: none, "
+        "plain argmax)",
+    )
+    parser.add_argument(
+        "--datasets",
+        default=None,
+        help="router datasets to calibrate the budget on (comma-separated; default: those of the run's config.yaml)",
+    )
+    parser.add_argument(
+        "--no_calibration",
+        action="store_true",
+        help="write no budget calibration (the bundle then routes by plain argmax, or budget 1.0, only)",
+    )
     opts = parser.parse_args(args)
+    budget = parse_budget(opts.budget)
     checkpoint = Path(opts.checkpoint)
     if not checkpoint.is_file():
         raise OptionError(f"argument checkpoint: {checkpoint} is not a file (give a .ckpt written by fit)")
@@ -167,8 +207,44 @@ def export_main(args: list[str]) -> None:
         raise BundleError(f"checkpoint {checkpoint} was not written by pudding-train (no router candidates in it)")
     config_file = checkpoint.parent.parent / "config.yaml"  # LightningCLI saves the run config beside checkpoints/
     config = config_file.read_text() if config_file.is_file() else None
-    path = export_bundle(module, opts.output, checkpoint=checkpoint, training_config=config, overwrite=opts.overwrite)
+    datamodule = None
+    if module.depths_differ and not opts.no_calibration:
+        datamodule = calibration_data(config, opts.datasets, config_file)
+    path = export_bundle(
+        module,
+        opts.output,
+        checkpoint=checkpoint,
+        training_config=config,
+        overwrite=opts.overwrite,
+        datamodule=datamodule,
+        budget=budget,
+    )
     print(f"pudding-train: router bundle written to {path} (from {checkpoint})", file=sys.stderr)
+
+
+def calibration_data(config: str | None, datasets: str | None, config_file: Path) -> RouterDataModule:
+    """The router data a checkpoint was trained on, set up, from its run's ``config.yaml`` (``data`` and the linked
+    ``model.encoder`` / ``model.max_length``), with ``datasets`` (comma-separated) replacing the recorded ones."""
+    import inspect
+
+    import yaml
+
+    if config is None and datasets is None:
+        raise OptionError(
+            f"the router's choices differ in depth, so its bundle needs a budget calibration on the router data: "
+            f"{config_file} (the run's config) is missing; give --datasets, or --no_calibration"
+        )
+    run = yaml.safe_load(config) if config else {}
+    data = dict((run or {}).get("data") or {})
+    model = (run or {}).get("model") or {}
+    data.setdefault("router", model.get("encoder", "default"))
+    data.setdefault("max_length", model.get("max_length", 256))
+    if datasets is not None:
+        data["datasets"] = datasets
+    allowed = set(inspect.signature(RouterDataModule).parameters)
+    datamodule = RouterDataModule(**{k: v for k, v in data.items() if k in allowed})
+    datamodule.setup("predict")
+    return datamodule
 
 
 def dispatch(args: list[str]) -> RouterCLI | None:

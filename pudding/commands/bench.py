@@ -4,6 +4,8 @@
 
 prints a table (pre-fill latency at batch 1, dense vs routed, router time on its own and included; generation
 tokens/s; peak memory) and writes JSON plus a PNG plot. What is timed and how: :mod:`pudding.bench`.
+``--budget B`` routes under a compute budget (:mod:`pudding.router.budget`); the JSON then records the budget, its λ
+and each prompt's depth (``blocks_kept``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pudding.errors import OptionError, run_command
 from pudding.io import atomic_write_json
 from pudding.option_groups import DeviceOptions, ModelOptions, OutputOptions
 from pudding.options import as_int_list, check_positive, parse_options
+from pudding.router.budget import lambda_text, parse_budget
 
 
 @dataclass
@@ -36,6 +39,9 @@ class BenchOptions(OutputOptions, DeviceOptions, ModelOptions):
         warmup: Untimed runs before each figure.
         threads: torch CPU threads (None: torch's default); recorded in the report.
         plot: PNG plot; None: the output path with ``.png``.
+        budget: Compute budget: target mean fraction of blocks kept, in (0, 1] (calibrated on the router's
+            validation rows); None: the bundle's default (plain argmax unless it records one); ``argmax``: plain
+            argmax. Needs a bundle whose choices differ in depth (``data.dense_choice``).
     """
 
     output: str = "checkpoints/bench/bench.json"
@@ -46,8 +52,10 @@ class BenchOptions(OutputOptions, DeviceOptions, ModelOptions):
     warmup: int = 2
     threads: int | None = None
     plot: str | None = None
+    budget: float | str | None = None
 
     def check(self) -> None:
+        self.budget = parse_budget(self.budget)
         self.lengths = as_int_list(self.lengths, "lengths")
         if not self.lengths or min(self.lengths) < 1:
             raise OptionError(f"option lengths: give positive prompt lengths, got {self.lengths!r}")
@@ -70,8 +78,9 @@ def bench(opts: BenchOptions) -> dict:
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
     routed = PuddingModel.from_pretrained(
-        opts.bundle, base=base, device=opts.device, dtype=opts.dtype, cache_dir=opts.cache_dir
+        opts.bundle, base=base, device=opts.device, dtype=opts.dtype, cache_dir=opts.cache_dir, budget=opts.budget
     )
+    depths = len(set(routed.blocks_kept)) > 1
     lm = routed.lm
     reset_peak_memory(lm.device)
     rows = []
@@ -88,6 +97,8 @@ def bench(opts: BenchOptions) -> dict:
                 opts.warmup,
             )
         )
+        if depths:
+            rows[-1]["blocks_kept"] = routed.scorer.num_blocks - len(rows[-1]["omit"])
         print(format_row(rows[-1]), flush=True)
     report = {
         "bundle": opts.bundle,
@@ -102,6 +113,9 @@ def bench(opts: BenchOptions) -> dict:
         "peak_memory_kind": "cuda max_memory_allocated" if lm.device.type == "cuda" else "process peak RSS",
         "lengths": rows,
     }
+    if depths:
+        report["budget"] = routed.budget
+        report["budget_lambda"] = lambda_text(routed.router.route_lambda)
     atomic_write_json(out, report)
     picture = plot_bench(report, picture)
     print(f"wrote {out} and {picture}")
@@ -109,11 +123,12 @@ def bench(opts: BenchOptions) -> dict:
 
 
 def format_row(row: dict) -> str:
-    """One line per prompt length: medians in ms and the routed / dense ratio."""
+    """One line per prompt length: medians in ms and the routed / dense ratio (and the depth, under a budget)."""
+    kept = f", {row['blocks_kept']} kept" if "blocks_kept" in row else ""
     text = (
         f"{row['tokens']:>5} tokens: dense {row['dense_prefill']['median_ms']:.1f} ms, "
         f"routed {row['routed_prefill']['median_ms']:.1f} ms (router {row['router']['median_ms']:.1f} ms, "
-        f"{len(row['omit'])} blocks skipped) = {row['ratio_routed_vs_dense']:.3f}x"
+        f"{len(row['omit'])} blocks skipped{kept}) = {row['ratio_routed_vs_dense']:.3f}x"
     )
     if "ratio_generate_speed" in row:
         text += (

@@ -25,6 +25,7 @@ from pudding.models.loading import BaseModelError, load_base
 from pudding.option_groups import DeviceOptions, ModelOptions, OutputOptions, ScoringOptions, TaskOptions
 from pudding.options import as_int_list, check_positive, parse_options
 from pudding.outcomes import evaluate_sets
+from pudding.router.budget import parse_budget
 from pudding.scoring import Scorer
 from pudding.tasks import TaskDataError, eval_items, get_task
 
@@ -55,6 +56,10 @@ class EvalOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, Mod
         sleb_samples: Texts per task pooled for SLEB's perplexity (router items, never evaluation items).
         corpus: A text file (blank-line separated paragraphs) for SLEB's perplexity instead of the pooled text.
         outcomes_dir: With ``bundle``: where per-item outcomes and the SLEB search are kept (a killed run resumes).
+        budget: With ``bundle``: compute budget, the target mean fraction of blocks kept in (0, 1]: each prompt goes
+            to the choice with the best predicted score + λ × blocks omitted, λ calibrated on the router's validation
+            rows. None: the bundle's default (plain argmax unless it records one); ``argmax``: plain argmax. Needs a
+            bundle whose choices differ in depth (trained with ``data.dense_choice``).
     """
 
     limit: int | None = None
@@ -67,9 +72,13 @@ class EvalOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, Mod
     sleb_samples: int = 16
     corpus: str | None = None
     outcomes_dir: str = "checkpoints/outcomes"
+    budget: float | str | None = None
 
     def check(self) -> None:
         self.omit = as_int_list(self.omit, "omit")
+        self.budget = parse_budget(self.budget)
+        if self.budget is not None and self.bundle is None:
+            raise OptionError("option budget routes a router bundle: give --bundle too")
         if self.average_metric not in ("acc", "acc_norm"):
             raise OptionError(f"option average_metric: {self.average_metric!r} is not acc or acc_norm")
         check_positive(self.limit, "limit")
@@ -175,6 +184,7 @@ def evaluate_routed(opts: EvalOptions) -> dict:
         sleb_samples=opts.sleb_samples,
         corpus=opts.corpus,
         output=out.with_suffix(""),
+        budget=opts.budget,
     )
 
 

@@ -7,6 +7,8 @@ After ``import pudding`` the name is in lm-eval's own model registry::
 and from the command line ``python -m pudding.routed.lmeval_cli run --model pudding --model_args bundle=... --tasks
 piqa`` (lm-eval's own CLI, with pudding imported first). Each request is routed on its context (the prompt lm-eval
 built, answer excluded), so all choices of a multiple-choice question that share a context share one decision.
+``model_args="bundle=...,budget=0.85"`` routes under a compute budget (target mean fraction of blocks kept;
+:mod:`pudding.router.budget`), ``budget=argmax`` ignores a bundle's default budget.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pudding.routed.model import PuddingModel, group_by_choice
 
 class PuddingLM(LM):
     """lm-eval's ``LM`` interface over :class:`PuddingModel` (``model_args``: bundle, base, device, dtype,
-    batch_tokens)."""
+    batch_tokens, budget)."""
 
     def __init__(
         self,
@@ -27,14 +29,20 @@ class PuddingLM(LM):
         device: str = "auto",
         dtype: str = "auto",
         batch_tokens: int = 1024,
+        budget: float | str | None = None,
         **_: object,
     ) -> None:
         super().__init__()
         self.model = PuddingModel.from_pretrained(
-            bundle, base=base, device=device, dtype=dtype, batch_tokens=int(batch_tokens)
+            bundle, base=base, device=device, dtype=dtype, batch_tokens=int(batch_tokens), budget=budget
         )
         self.choices: list[int] = []
         """The candidate chosen for each request of the last call (for inspection and tests)."""
+
+    @property
+    def depths(self) -> list[int]:
+        """Blocks kept for each request of the last call (its chosen candidate's depth)."""
+        return [self.model.blocks_kept[c] for c in self.choices]
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = [tuple(r.args[:2]) for r in requests]

@@ -9,6 +9,12 @@ With a ``self`` router bundle (the router reads the base LLM's own first blocks,
 scoring runs those blocks once per batch, routes each prompt from their output, then continues each row with the
 rest of its chosen blocks from that same hidden state (:meth:`Scorer.run` with ``start_hidden``): nothing is
 computed twice. ``generate`` does the same into the KV cache (:mod:`pudding.routed.self_prefill`).
+
+A router trained with the dense model as a choice has one more choice than the candidate file (the dense model,
+omission set ``[]``, last); :attr:`PuddingModel.omission_sets` and :attr:`PuddingModel.candidate_names` are the
+router's choices. ``budget`` (:meth:`PuddingModel.from_pretrained`, :meth:`PuddingModel.set_budget`) routes each
+prompt to the choice with the best predicted score + λ × blocks omitted, λ calibrated so that the mean fraction of
+blocks kept meets the budget (:mod:`pudding.router.budget`); every routing decision below goes through it.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ class PuddingModel:
     """Routed dynamic depth pruning: the router picks an omission set per prompt, the LLM runs without those blocks.
 
     Build it with :meth:`from_pretrained`. ``router`` is what :func:`pudding.router.bundle.load_bundle` returns
-    (anything with ``route_texts(texts) -> list[int]``); ``candidates`` is the bundle's candidate file.
+    (anything with ``route_texts(texts) -> list[int]``; its ``omission_sets``, when it has them, are the choices);
+    ``candidates`` is the bundle's candidate file.
     """
 
     def __init__(
@@ -60,7 +67,8 @@ class PuddingModel:
                 f"router bundle: candidates are for {candidates.base_model!r} with {candidates.num_blocks} blocks, "
                 f"base model {lm.name!r} has {num_blocks}"
             )
-        self.omission_sets = [validate_omission(s, num_blocks) for s in candidates.omission_sets]
+        choices = getattr(router, "omission_sets", None) or candidates.omission_sets
+        self.omission_sets = [validate_omission(s, num_blocks) for s in choices]
         self.bundle = bundle or {}
         self.bundle_dir: Path | None = None
         if self.is_self:  # the router reads this very model's first blocks
@@ -75,14 +83,23 @@ class PuddingModel:
         dtype: str = "auto",
         cache_dir: str | Path = DEFAULT_CACHE_DIR,
         batch_tokens: int = 1024,
+        budget: float | str | None = None,
     ) -> PuddingModel:
-        """Load a router bundle and its base model (the bundle's own unless ``base`` names another one)."""
+        """Load a router bundle and its base model (the bundle's own unless ``base`` names another one).
+
+        ``budget``: target mean fraction of blocks kept, in (0, 1] (:mod:`pudding.router.budget`); None: the bundle's
+        default (plain argmax unless it records one); ``argmax``: plain argmax. It needs choices of different depths
+        (a router trained with ``data.dense_choice``, or candidates of several depths). ``1.0`` sends every prompt
+        to the dense model when it is a choice; without one, to its best largest-kept candidate.
+        """
+        from pudding.router.budget import parse_budget
         from pudding.router.bundle import load_bundle
 
+        budget = parse_budget(budget)  # a bad budget fails before the base model loads
         bundle_dir = Path(bundle_dir)
         candidates = load_candidates(bundle_dir / "candidates.yaml")
         lm = load_base(base or candidates.base_model, dtype=dtype, device=device, cache_dir=cache_dir)
-        router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)), lm=lm)
+        router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)), lm=lm, budget=budget)
         model = cls(router, candidates, lm, batch_tokens=batch_tokens, bundle=config)
         model.bundle_dir = bundle_dir
         return model
@@ -95,7 +112,32 @@ class PuddingModel:
 
     @property
     def candidate_names(self) -> list[str]:
-        return [c.name for c in self.candidates.candidates]
+        """Names of the router's choices (the candidates', plus ``dense`` when the dense model is a choice)."""
+        names = getattr(self.router, "candidate_names", None)
+        return list(names) if names else [c.name for c in self.candidates.candidates]
+
+    @property
+    def blocks_kept(self) -> list[int]:
+        """Blocks kept by each choice: ``[model.blocks_kept[c] for c in model.route(prompts)]`` is each prompt's
+        depth."""
+        return [self.scorer.num_blocks - len(s) for s in self.omission_sets]
+
+    @property
+    def budget(self) -> float | None:
+        """The compute budget routing follows (None: plain argmax)."""
+        return getattr(self.router, "budget", None)
+
+    def set_budget(self, budget: float | str | None) -> float:
+        """Route under ``budget`` from now on (a number in (0, 1]; None or ``argmax``: plain argmax). Returns λ."""
+        from pudding.router.budget import ARGMAX, parse_budget
+
+        budget = parse_budget(budget)
+        return self.router.set_budget(None if budget in (None, ARGMAX) else budget)
+
+    def _choose(self, preds: torch.Tensor) -> list[int]:
+        """Choices from router predictions [N, C]: the router's own rule (argmax, or the budget's)."""
+        choose = getattr(self.router, "choose", None)
+        return (choose(preds) if choose is not None else preds.argmax(-1)).tolist()
 
     def check_prompts(self, prompts: Sequence[str]) -> None:
         """Refuse prompts that are empty or longer than the base model's context, naming the first such prompt."""
@@ -143,7 +185,7 @@ class PuddingModel:
         # one routing decision per row (a row is one context with all its continuations)
         parts: dict[int, tuple[list, list]] = {}
         for batch, states in zip(prepared.batches, hidden, strict=True):
-            rows = self.router.predict_features(_pooled(batch, states)).argmax(-1).tolist()
+            rows = self._choose(self.router.predict_features(_pooled(batch, states)))
             for choice in set(rows):
                 picked = [r for r, c in enumerate(rows) if c == choice]
                 sub, width = batch.select(picked)
@@ -233,7 +275,7 @@ class PuddingModel:
 
         def choose(hidden: torch.Tensor) -> list[int]:
             pooled = torch.cat([pool_rows(hidden[row : row + 1, start:], [n]) for row, (start, n) in enumerate(spans)])
-            return self.router.predict_features(pooled).argmax(-1).tolist()
+            return self._choose(self.router.predict_features(pooled))
 
         keep_first = self.router.encoder.features.keep_first
         where = {prompt: row for row, prompt in enumerate(distinct)}

@@ -3,9 +3,10 @@
 Every row is a lookup in the outcomes of the omission sets on the evaluation items (:mod:`pudding.outcomes`): a
 static set reads its own column; random routing is the expected accuracy of a uniformly random candidate; the
 oracle counts an item when any candidate answers it (an upper bound no router can pass); PuDDing reads, per item,
-the column of the candidate its router chose. Accuracies are fractions in [0, 1] in the JSON and CSV, percent in
-the printed and markdown tables. The average is over tasks, of ``acc`` (as the paper's tables; ``acc_norm`` is
-shown per task where the task has it).
+the column of the candidate its router chose. A router with the dense model as a choice routes over the candidates
+plus the dense model, and random and oracle routing then range over those choices too. Accuracies are fractions in
+[0, 1] in the JSON and CSV, percent in the printed and markdown tables. The average is over tasks, of ``acc`` (as
+the paper's tables; ``acc_norm`` is shown per task where the task has it).
 """
 
 from __future__ import annotations
@@ -74,10 +75,17 @@ def build_rows(
     best_static: int,
     num_blocks: int,
     sleb: Sequence[int] | None = None,
+    choice_sets: Sequence[Sequence[int]] | None = None,
+    routed_name: str = "PuDDing (router)",
 ) -> list[Row]:
-    """Rows in table order: dense, every candidate, best static, SLEB, random, oracle, PuDDing (the router)."""
-    keys = [set_key(s) for s in omission_sets]
-    kept = np.array([num_blocks - len(s) for s in omission_sets], dtype=float)
+    """Rows in table order: dense, every candidate, best static, SLEB, random, oracle, PuDDing (the router).
+
+    ``choices[task]`` index ``choice_sets`` (the router's choices; default: ``omission_sets``, the candidates);
+    random and oracle routing range over the same choices.
+    """
+    choice_sets = omission_sets if choice_sets is None else choice_sets
+    keys = [set_key(s) for s in choice_sets]
+    kept = np.array([num_blocks - len(s) for s in choice_sets], dtype=float)
     rows = [static_row("dense", "dense", outcomes, (), num_blocks)]
     rows += [static_row(n, "static", outcomes, s, num_blocks) for n, s in zip(names, omission_sets, strict=True)]
     rows.append(
@@ -89,7 +97,7 @@ def build_rows(
         rows.append(static_row("SLEB (perplexity, task-agnostic)", "sleb", outcomes, sleb, num_blocks))
     random_row = Row("random routing (expected)", "random", blocks_kept=float(kept.mean()))
     oracle_row = Row("oracle routing (upper bound)", "oracle", blocks_kept=float(kept.mean()))
-    routed_row = Row("PuDDing (router)", "routed")
+    routed_row = Row(routed_name, "routed")
     kept_routed = []
     for task, out in outcomes.items():
         n = len(out.item_ids)
@@ -115,6 +123,27 @@ def routing_histogram(choices: dict[str, Sequence[int]], num_candidates: int) ->
         task: np.bincount(np.asarray(c, dtype=int), minlength=num_candidates).astype(int).tolist()
         for task, c in choices.items()
     }
+
+
+def depth_histogram(choices: dict[str, Sequence[int]], blocks_kept: Sequence[int]) -> dict[str, dict[str, int]]:
+    """Per task, how many items the router sent to each depth: ``{task: {blocks kept: items}}``, shallowest first."""
+    kept = np.asarray(blocks_kept, dtype=int)
+    out = {}
+    for task, picks in choices.items():
+        depths = kept[np.asarray(picks, dtype=int)]
+        out[task] = {str(int(d)): int((depths == d).sum()) for d in np.unique(depths)}
+    return out
+
+
+def depth_lines(histogram: dict[str, dict[str, int]]) -> str:
+    """The routed depths per task as text: ``arc_easy: 23 blocks × 40, 30 blocks × 10 (mean 24.40 kept)``."""
+    lines = ["routed depth per task (blocks kept × items):"]
+    for task, counts in histogram.items():
+        total = sum(counts.values())
+        mean = sum(int(d) * n for d, n in counts.items()) / max(total, 1)
+        shown = ", ".join(f"{d} blocks × {n}" for d, n in counts.items())
+        lines.append(f"  {task}: {shown} (mean {mean:.2f} kept)")
+    return "\n".join(lines)
 
 
 def _cells(row: Row, tasks: Sequence[str]) -> list[str]:

@@ -11,6 +11,13 @@ with ``overwrite``)::
                          else rebuilt from the dataset metadata: same omission sets, names and block count)
     dataset_meta.json    the router dataset's metadata (``candidates_sha256`` included)
     training_config.yaml the training run's full config, when known
+    calibration.safetensors  choices of different depths only: the router's predictions and the raw scores on its
+                         validation rows, from which a compute budget's λ is found (:mod:`pudding.router.budget`)
+
+``router.json`` lists the router's choices (``candidate_names``, ``omission_sets``, ``blocks_kept``): the candidate
+file's, plus the dense model (name ``dense``, omission set ``[]``, last) when ``dense_choice`` is true; its
+``budget`` is the default budget of routed inference (null: plain argmax) and ``calibration`` summarises the
+calibration file (rows, and per budget λ, mean blocks kept and the realised score on those rows).
 
 A ``self`` router bundle (``encoder: self``) holds the head weights only: ``encoder/config.json`` then describes the
 features instead of a text encoder (``"encoder": "self"``, pooling, ``keep_first``, base model name, block count,
@@ -34,6 +41,7 @@ from safetensors.torch import load_file, save_file
 from pudding.candidates import Candidate, CandidateSet, file_hash, load_candidates
 from pudding.errors import PuddingError
 from pudding.io import atomic_folder, atomic_write_json
+from pudding.router.budget import ARGMAX, CALIBRATION, Calibration, calibrate, parse_budget
 
 BUNDLE_FORMAT = 1
 WEIGHTS = "router.safetensors"
@@ -114,9 +122,19 @@ def export_bundle(
     checkpoint: str | Path | None = None,
     training_config: str | None = None,
     overwrite: bool = False,
+    datamodule=None,
+    budget: float | str | None = None,
 ) -> Path:
-    """Write ``module`` (with the weights of ``checkpoint`` when given) as a bundle folder at ``output``."""
+    """Write ``module`` (with the weights of ``checkpoint`` when given) as a bundle folder at ``output``.
+
+    When the router's choices differ in depth (a dense choice, or candidates of several depths) and ``datamodule``
+    (its set-up :class:`~pudding.routerdata.RouterDataModule`) is given, those weights are run over its validation
+    rows and the budget calibration is written. ``budget`` is recorded as the bundle's default budget (None or
+    ``argmax``: plain argmax); it is checked against the calibration before anything is written.
+    """
     output = Path(output)
+    budget = parse_budget(budget)
+    budget = None if budget == ARGMAX else budget
     if output.exists() and not overwrite:
         raise BundleError(f"bundle folder {output} exists; pass overwrite (--overwrite_bundle true) to replace it")
     if module.head is None:
@@ -131,6 +149,13 @@ def export_bundle(
         state = {k: saved[k].detach().cpu().contiguous() for k in state}
     meta = dict(module.data_meta)
     hparams = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_")}
+    calibration = bundle_calibration(module, state, datamodule) if datamodule is not None else None
+    saved = (module.calibration, module.budget, module.route_lambda)
+    try:
+        module.calibration = calibration
+        module.set_budget(budget)  # a default the bundle cannot honour is refused now, not at load time
+    finally:
+        module.calibration, module.budget, module.route_lambda = saved
     with atomic_folder(output) as tmp:
         save_file(state, str(tmp / WEIGHTS))
         if is_self:
@@ -144,6 +169,8 @@ def export_bundle(
             raise BundleError("the router has no dataset metadata (candidate file unknown); export needs it")
         cset = load_candidates(tmp / CANDIDATES)
         atomic_write_json(tmp / DATA_META, meta)
+        if calibration is not None:
+            calibration.save(tmp / CALIBRATION)
         if training_config:
             (tmp / TRAINING_CONFIG).write_text(training_config)
         atomic_write_json(
@@ -158,6 +185,10 @@ def export_bundle(
                 "init_args": hparams,
                 "candidate_names": module.candidate_names,
                 "omission_sets": module.omission_sets,
+                "dense_choice": module.dense_choice,
+                "blocks_kept": [cset.num_blocks - len(s) for s in module.omission_sets],
+                "budget": budget,
+                "calibration": calibration.summary() if calibration is not None else None,
                 "best_static": module.best_static,
                 "base_model": cset.base_model,
                 "num_blocks": cset.num_blocks,
@@ -168,6 +199,27 @@ def export_bundle(
             },
         )
     return output
+
+
+def bundle_calibration(module, state: dict[str, torch.Tensor], datamodule):
+    """The budget calibration of ``module`` with the weights ``state`` on ``datamodule``'s validation rows, or None
+    when its choices all keep the same number of blocks (a budget would change nothing). The module's own weights
+    are put back afterwards."""
+    if not module.depths_differ:
+        return None
+    names = getattr(datamodule, "choice_names", None)
+    sets = getattr(datamodule, "choice_sets", None)
+    if sets is not None and [list(x) for x in sets] != [list(x) for x in module.omission_sets]:
+        raise BundleError(
+            f"the router's {module.num_candidates} choices differ from the router data's {len(sets)} ({names}); "
+            "calibrate it on the data it was trained on (same dense_choice)"
+        )
+    current = router_state(module)
+    module.load_state_dict(state, strict=False)
+    try:
+        return calibrate(module, datamodule)
+    finally:
+        module.load_state_dict(current, strict=False)
 
 
 def self_description(module) -> dict:
@@ -205,16 +257,19 @@ def check_bundle_files(folder: str | Path) -> Path:
     return folder
 
 
-def load_bundle(folder: str | Path, base_num_blocks: int | None = None, lm=None):
+def load_bundle(folder: str | Path, base_num_blocks: int | None = None, lm=None, budget: float | str | None = None):
     """A ready router (``predict_texts`` / ``route_texts``, eval mode, CPU) and its ``router.json`` metadata.
 
-    Checks: every required file is present; K of the weights, of router.json and of the candidate file agree; and,
-    given ``base_num_blocks`` (the base model's decoder block count), that it equals the candidate file's. ``lm``
-    (a loaded :class:`pudding.models.loading.BaseModel`) is what a ``self`` router reads its features from
-    (checked against the recorded hidden size and block count); text routers ignore it.
+    Checks: every required file is present; K of the weights, of router.json and of the candidate file (plus the
+    dense choice, when the router has one) agree; and, given ``base_num_blocks`` (the base model's decoder block
+    count), that it equals the candidate file's. ``lm`` (a loaded :class:`pudding.models.loading.BaseModel`) is what
+    a ``self`` router reads its features from (checked against the recorded hidden size and block count); text
+    routers ignore it. ``budget``: route under this compute budget (:mod:`pudding.router.budget`); None: the
+    bundle's default budget (router.json ``budget``; null there is plain argmax); ``argmax``: plain argmax.
     """
     from pudding.router.module import RouterModule
 
+    budget = parse_budget(budget)
     folder = check_bundle_files(folder)
     try:
         config = json.loads((folder / CONFIG).read_text())
@@ -222,11 +277,14 @@ def load_bundle(folder: str | Path, base_num_blocks: int | None = None, lm=None)
         raise BundleError(f"{folder / CONFIG}: not valid JSON ({exc})") from exc
     cset = load_candidates(folder / CANDIDATES)
     k = int(config["num_candidates"])
-    if len(cset) != k:
+    dense = bool(config.get("dense_choice"))
+    if len(cset) + dense != k:
+        plus = " plus the dense choice" if dense else ""
         raise BundleError(
-            f"router bundle {folder}: the router has K={k} outputs, {CANDIDATES} has {len(cset)} candidates"
+            f"router bundle {folder}: the router has K={k} outputs, {CANDIDATES} has {len(cset)} candidates{plus}"
         )
-    if [list(s) for s in cset.omission_sets] != [sorted(s) for s in config["omission_sets"]]:
+    sets = [sorted(s) for s in config["omission_sets"]]
+    if [list(s) for s in cset.omission_sets] != sets[: len(cset)] or (dense and sets[-1] != []):
         raise BundleError(f"router bundle {folder}: {CONFIG} omission sets differ from those of {CANDIDATES}")
     if base_num_blocks is not None and int(base_num_blocks) != cset.num_blocks:
         raise BundleError(
@@ -256,6 +314,14 @@ def load_bundle(folder: str | Path, base_num_blocks: int | None = None, lm=None)
             f"router bundle {folder}: {WEIGHTS} does not fit the encoder config ({missing or unexpected})"
         )
     module.eval()
+    if config.get("calibration"):
+        path = folder / config["calibration"].get("file", CALIBRATION)
+        if not path.is_file():
+            raise BundleError(f"router bundle {folder}: file {path.name} is missing ({CONFIG} names it)")
+        module.calibration = Calibration.load(path)
+    if budget is None:
+        budget = parse_budget(config.get("budget"), option=f"budget of {folder / CONFIG}")
+    module.set_budget(None if budget in (None, ARGMAX) else budget)
     if described:
         from pudding.router.self_features import keep_first_of
 

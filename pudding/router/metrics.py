@@ -3,7 +3,10 @@
 Every metric takes the same ``update(preds, targets, scores)``: ``preds`` [B, K] router outputs, ``targets`` [B, K]
 the training targets (after the datamodule's target transform), ``scores`` [B, K] the raw per-candidate scores
 (gold per-token mean log-likelihood, nats per token). The router's choice is ``argmax(preds)``. Selection metrics
-read raw scores, so they mean the same thing whatever the target transform.
+read raw scores, so they mean the same thing whatever the target transform. A router trained with the dense model
+as a choice (``data.dense_choice``) has one more column, the dense model's, and these metrics treat it as any other
+choice (the best static candidate stays a pruned one). They score the argmax (no budget): the budget is an
+inference-time knob (:mod:`pudding.router.budget`).
 """
 
 from __future__ import annotations
@@ -116,12 +119,16 @@ def make_metrics(num_candidates: int, best_static: int) -> torch.nn.ModuleDict:
     )
 
 
-def reference_regrets(scores: torch.Tensor, best_static: int) -> dict[str, float]:
-    """Regret of two reference routers on [N, K] raw scores: always the best static candidate, and a uniformly
-    random choice (its expected value: item max − item mean over candidates)."""
+def reference_regrets(scores: torch.Tensor, best_static: int, dense: int | None = None) -> dict[str, float]:
+    """Regret of reference routers on [N, K] raw scores: always the best static candidate, a uniformly random
+    choice (its expected value: item max − item mean over candidates) and, given the dense model's column
+    ``dense`` (a router trained with the dense model as a choice), always the dense model."""
     scores = scores.double()
     best = scores.max(dim=-1).values
-    return {
+    refs = {
         "regret_best_static": float((best - scores[:, best_static]).mean()),
         "regret_random": float((best - scores.mean(dim=-1)).mean()),
     }
+    if dense is not None:
+        refs["regret_dense"] = float((best - scores[:, dense]).mean())
+    return refs

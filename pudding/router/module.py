@@ -3,7 +3,10 @@
 PuDDing's router (Wee, Park & Lee, ICML 2025) regresses, for each prompt, the K-vector of the LLM's per-token
 log-likelihood of the gold answer under each candidate omission set, with an MSE loss; at inference it picks the
 candidate with the highest prediction. K, the candidate names and omission sets come from the router dataset (the
-datamodule) in :meth:`RouterModule.setup`, never from the user, so a config cannot disagree with its data.
+datamodule) in :meth:`RouterModule.setup`, never from the user, so a config cannot disagree with its data. With the
+data's ``dense_choice`` the dense model is one more choice (omission set ``[]``, last), and under a compute budget
+(:meth:`RouterModule.set_budget`, :mod:`pudding.router.budget`) the choice maximises predicted score + λ × blocks
+omitted instead of the predicted score alone.
 
 ``encoder: self`` swaps the text encoder for the base LLM's own first blocks (:mod:`pudding.router.self_features`):
 batches then carry precomputed, frozen features and only the head (an MLP by default) trains. Losses, metrics,
@@ -12,6 +15,7 @@ callbacks, checkpoints and bundles are the same code for both kinds.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Literal
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
 from pudding.errors import OptionError, PuddingError
+from pudding.router.budget import Calibration, choose
 from pudding.router.metrics import SCALARS, make_metrics, reference_regrets
 from pudding.router.self_features import POOLINGS, SELF, SelfEncoder
 from pudding.router.static import best_static_index
@@ -149,6 +154,9 @@ class RouterModule(LightningModule):
         self.tasks: list[str] = []
         self.references: dict[str, float] = {}
         self.metrics: torch.nn.ModuleDict | None = None
+        self.calibration: Calibration | None = None
+        self.budget: float | None = None
+        self.route_lambda: float = 0.0
 
     # ------------------------------------------------------------------------------------- shape from data
     @property
@@ -159,6 +167,31 @@ class RouterModule(LightningModule):
     def is_self(self) -> bool:
         """Whether this router reads the base LLM's first blocks (``encoder: self``)."""
         return isinstance(self.encoder, SelfEncoder)
+
+    @property
+    def num_blocks(self) -> int:
+        """The base model's block count (from the router data's metadata; 0 when unknown)."""
+        return int(self.data_meta.get("num_blocks") or 0)
+
+    @property
+    def dense_choice(self) -> bool:
+        """Whether the last choice is the dense model (trained with ``data.dense_choice``)."""
+        return bool(self.data_meta.get("dense_choice"))
+
+    @property
+    def omitted(self) -> list[int]:
+        """Blocks omitted by each choice."""
+        return [len(s) for s in self.omission_sets]
+
+    @property
+    def blocks_kept(self) -> list[int]:
+        """Blocks kept by each choice (needs the block count)."""
+        return [self.num_blocks - o for o in self.omitted]
+
+    @property
+    def depths_differ(self) -> bool:
+        """Whether the choices keep different numbers of blocks (only then does a budget change the routing)."""
+        return len(set(self.omitted)) > 1
 
     def configure_candidates(
         self,
@@ -204,13 +237,17 @@ class RouterModule(LightningModule):
         meta = datamodule.meta
         k = datamodule.num_candidates
         names = meta.get("candidate_names") or [f"candidate{i}" for i in range(k)]
+        sets = datamodule.omission_sets
+        if meta.get("dense_choice"):  # the dense model as one more choice (RouterDataModule's dense_choice)
+            names, sets = datamodule.choice_names, datamodule.choice_sets
         if datamodule.train_set:
-            best = best_static_index(np.stack([e["scores"] for e in datamodule.train_set]))
+            # the best static *candidate*: the dense column, when there is one, is never it
+            best = best_static_index(np.stack([e["scores"][:k] for e in datamodule.train_set]))
         else:
             best = self.best_static
         fresh = self.head is None
         tasks = {e["task"] for e in datamodule.train_set} | {e["task"] for e in datamodule.val_set}
-        self.configure_candidates(names, datamodule.omission_sets, best, meta, tasks)
+        self.configure_candidates(names, sets, best, meta, tasks)
         if fresh and datamodule.train_set:
             # Start the head at the mean target: MSE on raw scores (~ -2 nats) otherwise spends its first steps there.
             mean = np.stack([e["targets"] for e in datamodule.train_set]).mean(axis=0)
@@ -221,7 +258,8 @@ class RouterModule(LightningModule):
         for split, rows in (("train", datamodule.train_set), ("val", datamodule.val_set)):
             if rows:
                 scores = torch.as_tensor(np.stack([e["scores"] for e in rows]))
-                for name, value in reference_regrets(scores, self.best_static).items():
+                dense = len(self.omission_sets) - 1 if self.dense_choice else None
+                for name, value in reference_regrets(scores, self.best_static, dense=dense).items():
                     self.references[f"ref/{split}_{name}"] = value
 
     # ------------------------------------------------------------------------------------- forward / loss
@@ -287,7 +325,7 @@ class RouterModule(LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         preds = self._predict_batch(batch).float().cpu()
-        return {"task": batch["task"], "item_id": batch["item_id"], "preds": preds, "choice": preds.argmax(-1)}
+        return {"task": batch["task"], "item_id": batch["item_id"], "preds": preds, "choice": self.choose(preds)}
 
     # ------------------------------------------------------------------------------------- epoch logging
     def _log_split(self, split: str) -> None:
@@ -306,6 +344,8 @@ class RouterModule(LightningModule):
                 continue
             for name in SCALARS:
                 self.log(prefix + name, group[name].compute(), on_epoch=True)
+            if self.depths_differ and self.num_blocks:
+                self._log_depths(prefix, group["choice"].compute(), f"{split}_kept/" if key == _group(split) else None)
             if key == _group(split):
                 counts = group["choice"].compute()
                 fractions = counts.double() / counts.sum().clamp(min=1)
@@ -314,6 +354,17 @@ class RouterModule(LightningModule):
                 self._log_histogram(f"{split}/choice", counts)
             for metric in group.values():
                 metric.reset()
+
+    def _log_depths(self, prefix: str, counts: torch.Tensor, shares: str | None) -> None:
+        """Choices of different depths: the mean blocks kept (``<prefix>blocks_kept``) and, under ``shares``, the
+        share of rows per number of blocks kept (``<split>_kept/<blocks>``)."""
+        kept = torch.tensor(self.blocks_kept, dtype=torch.float64)
+        counts = counts.double().cpu()
+        total = counts.sum().clamp(min=1)
+        self.log(prefix + "blocks_kept", float((counts * kept).sum() / total), on_epoch=True)
+        if shares is not None:
+            for depth in sorted(set(self.blocks_kept)):
+                self.log(f"{shares}{depth:02d}", float(counts[kept == depth].sum() / total), on_epoch=True)
 
     def _log_histogram(self, tag: str, counts: torch.Tensor) -> None:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -445,6 +496,43 @@ class RouterModule(LightningModule):
         finally:
             self.train(was_training)
 
+    def choose(self, preds: torch.Tensor) -> torch.Tensor:
+        """The choice per row of predictions [N, C]: the argmax, or under a budget the argmax of predicted score
+        + λ × blocks omitted (:mod:`pudding.router.budget`)."""
+        return choose(preds, self.omitted, self.route_lambda)
+
     def route_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[int]:
-        """The chosen candidate (argmax of the predictions) for each text."""
-        return self.predict_texts(texts, batch_size).argmax(dim=-1).tolist()
+        """The chosen candidate for each text (argmax of the predictions, or :meth:`choose` under a budget)."""
+        return self.choose(self.predict_texts(texts, batch_size)).tolist()
+
+    def set_budget(self, budget: float | None) -> float:
+        """Route under ``budget`` (target mean fraction of blocks kept, in (0, 1]); None: plain argmax. Returns λ.
+
+        λ comes from :attr:`calibration` (the predictions on the validation rows a bundle stores). A budget at or
+        above the most any choice keeps needs no calibration: every prompt goes to its best largest-kept choice
+        (the dense model when it is a choice; without one, the candidates keeping the most blocks).
+        """
+        if budget is None:
+            self.budget, self.route_lambda = None, 0.0
+            return 0.0
+        if not self.depths_differ:
+            kept = f"{self.blocks_kept[0]} of {self.num_blocks}" if self.num_blocks else "the same number of"
+            raise OptionError(
+                f"option budget: every choice of this router keeps {kept} blocks, so a budget cannot change the "
+                "routing; it needs choices of different depths (train with data.dense_choice true, or candidates "
+                "of several depths)"
+            )
+        if not self.num_blocks:
+            raise OptionError("option budget: the router's block count is unknown (no num_blocks in its metadata)")
+        if self.calibration is not None:
+            lam, _ = self.calibration.solve(float(budget))
+        elif float(budget) * self.num_blocks >= max(self.blocks_kept) - 1e-9:
+            lam = -math.inf
+        else:
+            raise OptionError(
+                f"option budget: {budget} needs the router's calibration (its predictions on validation rows), "
+                "which this router does not have: re-export its bundle with the router data "
+                "(pudding-train export CHECKPOINT --output DIR)"
+            )
+        self.budget, self.route_lambda = float(budget), lam
+        return lam

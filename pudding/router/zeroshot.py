@@ -296,6 +296,8 @@ class ZeroShotEvalCallback(Callback):
         """
         sets = [tuple(int(b) for b in s) for s in omission_sets]
         meta_sets = [tuple(int(b) for b in s) for s in meta.get("omission_sets", sets)]
+        if meta.get("dense_choice") and "omission_sets" in meta:
+            meta_sets.append(())  # the router's last choice is the dense model (RouterDataModule's dense_choice)
         if sets != meta_sets:
             raise ZeroShotError(
                 f"ZeroShotEvalCallback: the module's {len(sets)} omission sets differ from the router dataset's "
@@ -386,7 +388,7 @@ class ZeroShotEvalCallback(Callback):
                 outcomes[task] = compute_outcomes(
                     scorer,
                     items,
-                    [(), *sets],
+                    list(dict.fromkeys([(), *sets])),  # the dense model once, also when it is a choice
                     model_key=model_key(base, dtype, device.type),
                     cache_dir=self.outcomes_dir,
                     chunk_items=self.chunk_items,

