@@ -72,3 +72,32 @@ def test_histogram_and_tables():
     assert [r["kind"] for r in parsed][-3:] == ["random", "oracle", "routed"]
     assert float(parsed[-1]["piqa/acc"]) == pytest.approx(0.75)
     assert parsed[5]["kind"] == "sleb" and float(parsed[5]["boolq/acc"]) == pytest.approx(0.5)
+
+
+def test_several_depths_give_best_static_and_sleb_rows_per_depth():
+    # a fourth candidate omitting 3 blocks (its outcomes copied from b/margin's): two depths, 2 and 3 omitted
+    deep = (1, 2, 3)
+    out = outcomes()
+    for o in out.values():
+        o.pred[set_key(deep)] = o.pred[set_key(SETS[1])]
+        o.pred_norm[set_key(deep)] = o.pred_norm[set_key(SETS[1])]
+    sets, names = [*SETS, deep], [*NAMES, "d/likelihood@3"]
+    choices = {"piqa": [0, 1, 1, 3], "boolq": [0, 3]}
+    rows = build_rows(out, names, sets, choices, {2: 1, 3: 3}, 10, sleb={2: (1, 2), 3: deep})
+    named = {r.name: r for r in rows}
+    kinds = [(r.kind, r.name) for r in rows if r.kind in ("best_static", "sleb")]
+    assert kinds == [
+        ("best_static", "best static @2 (b/margin)"),
+        ("best_static", "best static @3 (d/likelihood@3)"),
+        ("sleb", "SLEB @2 (perplexity, task-agnostic)"),
+        ("sleb", "SLEB @3 (perplexity, task-agnostic)"),
+    ]
+    assert (
+        named["best static @3 (d/likelihood@3)"].blocks_kept == 7
+        and named["best static @2 (b/margin)"].blocks_kept == 8
+    )
+    assert named["SLEB @3 (perplexity, task-agnostic)"].results == named["best static @3 (d/likelihood@3)"].results
+    assert named["SLEB @2 (perplexity, task-agnostic)"].results == named["a/likelihood"].results
+    # routed: piqa sets 0,1,1,deep(=1's outcomes) → right, right, right, wrong; kept pooled over the 6 items
+    assert rows[-1].results["piqa"]["acc"] == pytest.approx(0.75)
+    assert rows[-1].blocks_kept == pytest.approx((8 + 8 + 8 + 7 + 8 + 7) / 6)

@@ -7,9 +7,11 @@ item's prompt once, and every row of the table is a lookup (:mod:`pudding.routed
 
 Under a compute budget (``budget``, :mod:`pudding.router.budget`) the router's predictions per item are computed
 once and :meth:`~pudding.router.module.RouterModule.choose` turns them into choices; routing the same predictions
-under another budget (``router.set_budget(b)`` then ``router.choose(preds)``) is a lookup as well, which is all a
-budget sweep needs. When the router's choices differ in depth the report has ``routing_depths`` (per task, items
-per number of blocks kept) and ``config`` records the budget and its λ.
+under another budget (``router.set_budget(b)`` then ``router.choose(preds)``) is a lookup as well, which is all the
+budget sweep (:mod:`pudding.routed.sweep`) needs; :func:`prepare_bundle` is the shared, once-only work. When the
+router's choices differ in depth the report has ``routing_depths`` (per task, items per number of blocks kept) and
+``config`` records the budget and its λ. With candidates of several depths, the table has the best static candidate
+and SLEB at each depth.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import torch
+
+from pudding.candidates import CandidateSet
 from pudding.errors import OptionError
 from pudding.io import atomic_write_json, atomic_write_text
 from pudding.models.adapters import get_layers
 from pudding.models.loading import DEFAULT_CACHE_DIR, load_base
-from pudding.outcomes import DEFAULT_OUTCOMES_DIR, compute_outcomes, model_key
+from pudding.outcomes import DEFAULT_OUTCOMES_DIR, Outcomes, compute_outcomes, model_key
 from pudding.routed.table import (
     build_rows,
     csv_table,
@@ -35,9 +42,10 @@ from pudding.routed.table import (
     text_table,
 )
 from pudding.router.budget import lambda_text
+from pudding.router.static import best_static_by_depth
 from pudding.scoring import Scorer
 from pudding.search.runs import print_line
-from pudding.search.sleb import sleb_search, sleb_texts
+from pudding.search.sleb import sleb_search, sleb_sets, sleb_texts
 from pudding.tasks import DataOptions, TaskDataError, eval_items
 
 
@@ -50,6 +58,178 @@ def check_split(meta: dict, options: DataOptions) -> None:
                 f"option {key}: the router was trained on data built with {key}={trained}, not {getattr(options, key)}"
                 "; evaluating with another split would test on training items"
             )
+
+
+@dataclass
+class BundleRun:
+    """What every row and every point of a bundle's evaluation is looked up in: outcomes and router predictions.
+
+    ``choice_sets`` / ``choice_names`` are the router's choices (the candidates, plus the dense model last when it is
+    a choice); ``sleb`` is SLEB's omission set per candidate depth (empty without SLEB); ``preds[task]`` are the
+    router's predictions [N, C] for that task's items, made once.
+    """
+
+    bundle: str
+    tasks: list[str]
+    cset: CandidateSet
+    router: Any
+    config: dict
+    record: dict
+    device: str
+    base: str
+    outcomes: dict[str, Outcomes]
+    preds: dict[str, torch.Tensor]
+    choice_names: list[str]
+    choice_sets: list[tuple[int, ...]]
+    sleb: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.cset.candidates]
+
+    @property
+    def sets(self) -> list[tuple[int, ...]]:
+        return [tuple(s) for s in self.cset.omission_sets]
+
+    @property
+    def depths_differ(self) -> bool:
+        return len({len(s) for s in self.choice_sets}) > 1
+
+    def choices(self) -> dict[str, list[int]]:
+        """The router's choice per item of each task under its current rule (argmax, or its budget)."""
+        return {task: self.router.choose(p).tolist() for task, p in self.preds.items()}
+
+    def best_static_by_depth(self) -> tuple[dict[int, int], str]:
+        """Per candidate depth, the best static candidate (index) and which router rows picked it.
+
+        The bundle's ``best_static_by_depth`` (router-training rows, as ``best_static``); a bundle written before it
+        was recorded: the single depth's ``best_static``, or with several depths the best per depth on the
+        calibration rows (the router's validation rows: router data too, never evaluation items).
+        """
+        recorded = getattr(self.router, "best_static_by_depth", None) or {}
+        depths = self.cset.depths
+        if set(recorded) >= set(depths):
+            return {d: int(recorded[d]) for d in depths}, "router training rows"
+        if len(depths) == 1:
+            return {depths[0]: int(self.config["best_static"])}, "router training rows"
+        calibration = getattr(self.router, "calibration", None)
+        if calibration is None:
+            raise OptionError(
+                f"router bundle {self.bundle}: it records no best static candidate per depth and has no calibration "
+                "rows to pick them on; re-export it (pudding-train export CHECKPOINT --output DIR)"
+            )
+        k = len(self.cset)
+        return best_static_by_depth(calibration.scores[:, :k].numpy(), self.sets), "router validation rows"
+
+
+def prepare_bundle(
+    bundle: str,
+    tasks: Sequence[str],
+    options: DataOptions,
+    limit: int | None = None,
+    base: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    batch_tokens: int = 1024,
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    outcomes_dir: str | Path = DEFAULT_OUTCOMES_DIR,
+    sleb: bool = True,
+    sleb_samples: int = 16,
+    corpus: str | None = None,
+    log: Callable[[str], None] = print_line,
+    budget: float | str | None = None,
+) -> BundleRun:
+    """All the LLM and router work of a bundle's evaluation, once: outcomes of the dense model, every candidate and
+    SLEB at every candidate depth (one search to the deepest) on each task's evaluation items, and the router's
+    predictions for those items. Arguments as :func:`evaluate_bundle`'s."""
+    from pudding.candidates import load_candidates
+    from pudding.router.bundle import load_bundle
+
+    bundle_dir = Path(bundle)
+    meta_path = bundle_dir / "dataset_meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    check_split(meta, options)
+    items_by_task = {}
+    for task in tasks:
+        items, note = eval_items(task, options)
+        log(note)
+        items_by_task[task] = items[:limit] if limit else items
+        if not items_by_task[task]:
+            raise TaskDataError(f"{task}: no evaluation items ({note})")
+
+    cset = load_candidates(bundle_dir / "candidates.yaml")
+    lm = load_base(base or cset.base_model, dtype=dtype, device=device, cache_dir=cache_dir)
+    router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)), lm=lm, budget=budget)
+    scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=batch_tokens)
+    record = lm.dtype_choice.record()
+    key = model_key(lm.name, record["dtype"], lm.device.type)
+    sets = [tuple(s) for s in cset.omission_sets]
+    choice_names = list(router.candidate_names) or [c.name for c in cset.candidates]
+    choice_sets = [tuple(sorted(s)) for s in router.omission_sets] or sets
+
+    sleb_by_depth: dict[int, tuple[int, ...]] = {}
+    if sleb:
+        texts = sleb_texts(tasks, options, sleb_samples, corpus=corpus)
+        log(f"SLEB baseline: greedy perplexity search on {len(texts)} texts ({corpus or 'pooled router text'})")
+        result = sleb_search(scorer, texts, cset.num_omit, key, cache_dir=Path(outcomes_dir) / "sleb", log=log)
+        sleb_by_depth = sleb_sets(result, cset.depths)
+
+    outcomes = {}
+    for task, items in items_by_task.items():
+        wanted = [(), *sets, *sleb_by_depth.values()]
+
+        def progress(done: int, total: int, scored: int, task: str = task) -> None:
+            log(f"{task}: chunk {done}/{total} ({scored} sets scored, the rest from the cache)")
+
+        outcomes[task] = compute_outcomes(scorer, items, wanted, key, outcomes_dir, on_chunk=progress)
+
+    preds = {task: router.predict_texts([item.router_text for item in items]) for task, items in items_by_task.items()}
+    return BundleRun(
+        bundle=str(bundle),
+        tasks=list(tasks),
+        cset=cset,
+        router=router,
+        config=config,
+        record=record,
+        device=str(lm.device),
+        base=lm.name,
+        outcomes=outcomes,
+        preds=preds,
+        choice_names=choice_names,
+        choice_sets=choice_sets,
+        sleb=sleb_by_depth,
+    )
+
+
+def run_config(
+    run: BundleRun,
+    options: DataOptions,
+    limit: int | None,
+    batch_tokens: int,
+    sleb: bool,
+    sleb_samples: int,
+    corpus: str | None,
+    **extra,
+) -> dict:
+    """The ``config`` of a bundle evaluation's report: every option used, the dtype and why, then ``extra``."""
+    return {
+        "bundle": run.bundle,
+        "base": run.base,
+        "tasks": list(run.tasks),
+        "limit": limit,
+        **run.record,
+        "device": run.device,
+        "num_blocks": run.cset.num_blocks,
+        "batch_tokens": batch_tokens,
+        "sleb": sleb,
+        "sleb_samples": sleb_samples,
+        "corpus": corpus,
+        "data_dir": options.data_dir,
+        "router_fraction": options.router_fraction,
+        "split_seed": options.split_seed,
+        "average_metric": "acc",
+        **extra,
+    }
 
 
 def evaluate_bundle(
@@ -76,67 +256,59 @@ def evaluate_bundle(
     ``omission_sets[row]`` (None where the set varies per item), ``config``, ``seconds``) plus ``blocks_kept[row]``,
     ``kinds[row]``, ``routing_histogram[task]`` and ``candidate_names`` (the router's choices), and with choices of
     different depths ``routing_depths[task]``. ``budget``: as :func:`pudding.router.bundle.load_bundle`'s (None:
-    the bundle's default).
+    the bundle's default). With candidates of several depths the best static and SLEB rows are one per depth
+    (``best static @d (name)``, ``SLEB @d (...)``).
     """
-    from pudding.router.bundle import load_bundle
-
     started = time.perf_counter()
-    bundle_dir = Path(bundle)
-    meta_path = bundle_dir / "dataset_meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    check_split(meta, options)
-    items_by_task = {}
-    for task in tasks:
-        items, note = eval_items(task, options)
-        log(note)
-        items_by_task[task] = items[:limit] if limit else items
-        if not items_by_task[task]:
-            raise TaskDataError(f"{task}: no evaluation items ({note})")
-    from pudding.candidates import load_candidates
-
-    cset = load_candidates(bundle_dir / "candidates.yaml")
-    lm = load_base(base or cset.base_model, dtype=dtype, device=device, cache_dir=cache_dir)
-    router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)), lm=lm, budget=budget)
-    scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=batch_tokens)
-    record = lm.dtype_choice.record()
-    key = model_key(lm.name, record["dtype"], lm.device.type)
-    names = [c.name for c in cset.candidates]
-    sets = [tuple(s) for s in cset.omission_sets]
-    choice_names = list(router.candidate_names) or names
-    choice_sets = [tuple(sorted(s)) for s in router.omission_sets] or sets
-    depths = len({len(s) for s in choice_sets}) > 1
-
-    sleb_set = None
-    if sleb:
-        texts = sleb_texts(tasks, options, sleb_samples, corpus=corpus)
-        log(f"SLEB baseline: greedy perplexity search on {len(texts)} texts ({corpus or 'pooled router text'})")
-        result = sleb_search(scorer, texts, cset.num_omit, key, cache_dir=Path(outcomes_dir) / "sleb", log=log)
-        sleb_set = tuple(sorted(result.omit))
-
-    outcomes = {}
-    for task, items in items_by_task.items():
-        wanted = [(), *sets] + ([sleb_set] if sleb_set is not None else [])
-
-        def progress(done: int, total: int, scored: int, task: str = task) -> None:
-            log(f"{task}: chunk {done}/{total} ({scored} sets scored, the rest from the cache)")
-
-        outcomes[task] = compute_outcomes(scorer, items, wanted, key, outcomes_dir, on_chunk=progress)
-
-    preds = {task: router.predict_texts([item.router_text for item in items]) for task, items in items_by_task.items()}
-    choices = {task: router.choose(p).tolist() for task, p in preds.items()}
+    run = prepare_bundle(
+        bundle,
+        tasks,
+        options,
+        limit=limit,
+        base=base,
+        dtype=dtype,
+        device=device,
+        batch_tokens=batch_tokens,
+        cache_dir=cache_dir,
+        outcomes_dir=outcomes_dir,
+        sleb=sleb,
+        sleb_samples=sleb_samples,
+        corpus=corpus,
+        log=log,
+        budget=budget,
+    )
+    router, cset = run.router, run.cset
+    choices = run.choices()
     routed_name = "PuDDing (router)" if router.budget is None else f"PuDDing (router, budget {router.budget:g})"
+    best_static: int | dict[int, int] = int(run.config["best_static"])
+    sleb_rows: tuple[int, ...] | dict[int, tuple[int, ...]] | None = run.sleb.get(cset.num_omit) if sleb else None
+    config_extra = {}
+    if cset.multi_depth:
+        best_static, source = run.best_static_by_depth()
+        sleb_rows = run.sleb if sleb else None
+        config_extra["best_static_picked_on"] = source
     rows = build_rows(
-        outcomes,
-        names,
-        sets,
+        run.outcomes,
+        run.names,
+        run.sets,
         choices,
-        int(config["best_static"]),
+        best_static,
         cset.num_blocks,
-        sleb=sleb_set,
-        choice_sets=choice_sets,
+        sleb=sleb_rows,
+        choice_sets=run.choice_sets,
         routed_name=routed_name,
     )
-    histogram = routing_histogram(choices, len(choice_sets))
+    histogram = routing_histogram(choices, len(run.choice_sets))
+    config = run_config(
+        run,
+        options,
+        limit=limit,
+        batch_tokens=batch_tokens,
+        sleb=sleb,
+        sleb_samples=sleb_samples,
+        corpus=corpus,
+        **config_extra,
+    )
     report = {
         "results": {row.name: row.results for row in rows},
         "average": {row.name: row.average for row in rows},
@@ -144,37 +316,21 @@ def evaluate_bundle(
         "blocks_kept": {row.name: row.blocks_kept for row in rows},
         "kinds": {row.name: row.kind for row in rows},
         "routing_histogram": histogram,
-        "candidate_names": choice_names,
-        "config": {
-            "bundle": str(bundle),
-            "base": lm.name,
-            "tasks": list(tasks),
-            "limit": limit,
-            **record,
-            "device": str(lm.device),
-            "num_blocks": cset.num_blocks,
-            "batch_tokens": batch_tokens,
-            "sleb": sleb,
-            "sleb_samples": sleb_samples,
-            "corpus": corpus,
-            "data_dir": options.data_dir,
-            "router_fraction": options.router_fraction,
-            "split_seed": options.split_seed,
-            "average_metric": "acc",
-        },
+        "candidate_names": run.choice_names,
+        "config": config,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    if depths:
-        kept = [cset.num_blocks - len(s) for s in choice_sets]
+    if run.depths_differ:
+        kept = [cset.num_blocks - len(s) for s in run.choice_sets]
         report["routing_depths"] = depth_histogram(choices, kept)
         report["config"] |= {"budget": router.budget, "budget_lambda": lambda_text(router.route_lambda)}
     out = Path(output)
     atomic_write_json(out.with_suffix(".json"), report)
     atomic_write_text(out.with_suffix(".md"), markdown_table(rows, list(tasks)) + "\n")
     atomic_write_text(out.with_suffix(".csv"), csv_table(rows, list(tasks)))
-    plot_results(rows, histogram, choice_names, out.with_suffix(".png"))
+    plot_results(rows, histogram, run.choice_names, out.with_suffix(".png"))
     log(text_table(rows, list(tasks)))
-    if depths:
+    if run.depths_differ:
         log(depth_lines(report["routing_depths"]))
     log(f"wrote {out.with_suffix('.json')}, .md, .csv and .png ({report['seconds']:.0f} s)")
     return report

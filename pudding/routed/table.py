@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,53 +67,94 @@ def static_row(name: str, kind: str, outcomes: dict[str, Outcomes], omit: Sequen
     return row
 
 
+def routed_results(
+    outcomes: dict[str, Outcomes],
+    choice_sets: Sequence[Sequence[int]],
+    choices: dict[str, Sequence[int]],
+    num_blocks: int,
+) -> tuple[dict[str, dict[str, float]], float]:
+    """Per-task metrics when item ``i`` of a task runs with ``choice_sets[choices[task][i]]``, and the mean blocks
+    kept over all items of all tasks (pooled)."""
+    keys = [set_key(s) for s in choice_sets]
+    kept = np.array([num_blocks - len(s) for s in choice_sets], dtype=float)
+    results: dict[str, dict[str, float]] = {}
+    kept_routed: list[float] = []
+    for task, out in outcomes.items():
+        n = len(out.item_ids)
+        picks = np.asarray(choices[task], dtype=int)
+        if picks.shape != (n,):
+            raise ValueError(f"{task}: {picks.shape[0] if picks.ndim else 0} routing choices for {n} items")
+        results[task] = {"n": n}
+        for m in _metrics(task):
+            results[task][m] = float(_per_item(out, keys, m)[picks, np.arange(n)].mean())
+        kept_routed.extend(kept[picks].tolist())
+    return results, float(np.mean(kept_routed)) if kept_routed else 0.0
+
+
+def spread_results(
+    outcomes: dict[str, Outcomes], choice_sets: Sequence[Sequence[int]]
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Per-task metrics of random routing (expected, uniform over ``choice_sets``) and of oracle routing (an item
+    counts when any of them answers it)."""
+    keys = [set_key(s) for s in choice_sets]
+    random_results: dict[str, dict[str, float]] = {}
+    oracle_results: dict[str, dict[str, float]] = {}
+    for task, out in outcomes.items():
+        n = len(out.item_ids)
+        random_results[task] = {"n": n}
+        oracle_results[task] = {"n": n}
+        for m in _metrics(task):
+            table = _per_item(out, keys, m)
+            random_results[task][m] = float(table.mean())
+            oracle_results[task][m] = float(table.any(axis=0).mean())
+    return random_results, oracle_results
+
+
+def best_static_name(depth: int | None, candidate: str) -> str:
+    """``best static (name)``, or ``best static @d (name)`` for one depth of several."""
+    return f"best static ({candidate})" if depth is None else f"best static @{depth} ({candidate})"
+
+
+def sleb_name(depth: int | None) -> str:
+    """``SLEB (perplexity, task-agnostic)``, or ``SLEB @d (...)`` for one depth of several."""
+    return "SLEB (perplexity, task-agnostic)" if depth is None else f"SLEB @{depth} (perplexity, task-agnostic)"
+
+
 def build_rows(
     outcomes: dict[str, Outcomes],
     names: Sequence[str],
     omission_sets: Sequence[Sequence[int]],
     choices: dict[str, Sequence[int]],
-    best_static: int,
+    best_static: int | Mapping[int, int],
     num_blocks: int,
-    sleb: Sequence[int] | None = None,
+    sleb: Sequence[int] | Mapping[int, Sequence[int]] | None = None,
     choice_sets: Sequence[Sequence[int]] | None = None,
     routed_name: str = "PuDDing (router)",
 ) -> list[Row]:
     """Rows in table order: dense, every candidate, best static, SLEB, random, oracle, PuDDing (the router).
 
     ``choices[task]`` index ``choice_sets`` (the router's choices; default: ``omission_sets``, the candidates);
-    random and oracle routing range over the same choices.
+    random and oracle routing range over the same choices. With candidates of several depths, ``best_static``
+    (candidate index) and ``sleb`` (omission set) may be given per depth, ``{depth: ...}``: one row per depth then.
     """
     choice_sets = omission_sets if choice_sets is None else choice_sets
-    keys = [set_key(s) for s in choice_sets]
     kept = np.array([num_blocks - len(s) for s in choice_sets], dtype=float)
     rows = [static_row("dense", "dense", outcomes, (), num_blocks)]
     rows += [static_row(n, "static", outcomes, s, num_blocks) for n, s in zip(names, omission_sets, strict=True)]
-    rows.append(
-        static_row(
-            f"best static ({names[best_static]})", "best_static", outcomes, omission_sets[best_static], num_blocks
-        )
-    )
+    per_depth = isinstance(best_static, Mapping)
+    best = dict(best_static) if per_depth else {None: int(best_static)}
+    for depth, index in sorted(best.items(), key=lambda kv: kv[0] or 0):
+        name = best_static_name(depth, names[index])
+        rows.append(static_row(name, "best_static", outcomes, omission_sets[index], num_blocks))
     if sleb is not None:
-        rows.append(static_row("SLEB (perplexity, task-agnostic)", "sleb", outcomes, sleb, num_blocks))
-    random_row = Row("random routing (expected)", "random", blocks_kept=float(kept.mean()))
-    oracle_row = Row("oracle routing (upper bound)", "oracle", blocks_kept=float(kept.mean()))
-    routed_row = Row(routed_name, "routed")
-    kept_routed = []
-    for task, out in outcomes.items():
-        n = len(out.item_ids)
-        picks = np.asarray(choices[task], dtype=int)
-        if picks.shape != (n,):
-            raise ValueError(f"{task}: {picks.shape[0] if picks.ndim else 0} routing choices for {n} items")
-        random_row.results[task] = {"n": n}
-        oracle_row.results[task] = {"n": n}
-        routed_row.results[task] = {"n": n}
-        for m in _metrics(task):
-            table = _per_item(out, keys, m)
-            random_row.results[task][m] = float(table.mean())
-            oracle_row.results[task][m] = float(table.any(axis=0).mean())
-            routed_row.results[task][m] = float(table[picks, np.arange(n)].mean())
-        kept_routed.extend(kept[picks].tolist())
-    routed_row.blocks_kept = float(np.mean(kept_routed)) if kept_routed else 0.0
+        slebs = dict(sleb) if isinstance(sleb, Mapping) else {None: sleb}
+        for depth, omit in sorted(slebs.items(), key=lambda kv: kv[0] or 0):
+            rows.append(static_row(sleb_name(depth), "sleb", outcomes, omit, num_blocks))
+    random_results, oracle_results = spread_results(outcomes, choice_sets)
+    random_row = Row("random routing (expected)", "random", random_results, blocks_kept=float(kept.mean()))
+    oracle_row = Row("oracle routing (upper bound)", "oracle", oracle_results, blocks_kept=float(kept.mean()))
+    routed, routed_kept = routed_results(outcomes, choice_sets, choices, num_blocks)
+    routed_row = Row(routed_name, "routed", routed, blocks_kept=routed_kept)
     return [*rows, random_row, oracle_row, routed_row]
 
 

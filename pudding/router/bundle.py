@@ -5,7 +5,8 @@ with ``overwrite``)::
 
     router.safetensors   encoder + head weights
     router.json          router config (encoder name, pooling, K, init args), candidate names and omission sets,
-                         best static candidate, base model name and block count, candidate hash, package versions
+                         best static candidate (overall and per depth), base model name and block count, candidate
+                         hash, package versions
     encoder/             the encoder's config.json and the router tokenizer (weights live in router.safetensors)
     candidates.yaml      the candidate file (a copy of the dataset's when it is found with the recorded hash,
                          else rebuilt from the dataset metadata: same omission sets, names and block count)
@@ -190,6 +191,7 @@ def export_bundle(
                 "budget": budget,
                 "calibration": calibration.summary() if calibration is not None else None,
                 "best_static": module.best_static,
+                "best_static_by_depth": {str(d): i for d, i in sorted(module.best_static_by_depth.items())} or None,
                 "base_model": cset.base_model,
                 "num_blocks": cset.num_blocks,
                 "candidates_sha256": meta.get("candidates_sha256"),
@@ -307,6 +309,7 @@ def load_bundle(folder: str | Path, base_num_blocks: int | None = None, lm=None,
         encoder = str(folder / ENCODER_DIR)
     module = RouterModule(encoder=encoder, pretrained=False, per_task_metrics=False, **init)
     module.configure_candidates(config["candidate_names"], config["omission_sets"], config["best_static"], data_meta)
+    module.best_static_by_depth = {int(d): int(i) for d, i in (config.get("best_static_by_depth") or {}).items()}
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.startswith("metrics.")]
     if missing or unexpected:

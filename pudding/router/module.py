@@ -29,7 +29,7 @@ from pudding.errors import OptionError, PuddingError
 from pudding.router.budget import Calibration, choose
 from pudding.router.metrics import SCALARS, make_metrics, reference_regrets
 from pudding.router.self_features import POOLINGS, SELF, SelfEncoder
-from pudding.router.static import best_static_index
+from pudding.router.static import best_static_by_depth, best_static_index
 from pudding.routerdata.datamodule import resolve_router
 
 LOSSES = ("mse", "huber", "listnet")
@@ -150,6 +150,7 @@ class RouterModule(LightningModule):
         self.candidate_names: list[str] = []
         self.omission_sets: list[list[int]] = []
         self.best_static: int = 0
+        self.best_static_by_depth: dict[int, int] = {}
         self.data_meta: dict = {}
         self.tasks: list[str] = []
         self.references: dict[str, float] = {}
@@ -240,14 +241,18 @@ class RouterModule(LightningModule):
         sets = datamodule.omission_sets
         if meta.get("dense_choice"):  # the dense model as one more choice (RouterDataModule's dense_choice)
             names, sets = datamodule.choice_names, datamodule.choice_sets
+        by_depth = self.best_static_by_depth
         if datamodule.train_set:
             # the best static *candidate*: the dense column, when there is one, is never it
-            best = best_static_index(np.stack([e["scores"][:k] for e in datamodule.train_set]))
+            train = np.stack([e["scores"][:k] for e in datamodule.train_set])
+            best = best_static_index(train)
+            by_depth = best_static_by_depth(train, datamodule.omission_sets)
         else:
             best = self.best_static
         fresh = self.head is None
         tasks = {e["task"] for e in datamodule.train_set} | {e["task"] for e in datamodule.val_set}
         self.configure_candidates(names, sets, best, meta, tasks)
+        self.best_static_by_depth = dict(by_depth)
         if fresh and datamodule.train_set:
             # Start the head at the mean target: MSE on raw scores (~ -2 nats) otherwise spends its first steps there.
             mean = np.stack([e["targets"] for e in datamodule.train_set]).mean(axis=0)
@@ -432,6 +437,7 @@ class RouterModule(LightningModule):
             "candidate_names": self.candidate_names,
             "omission_sets": self.omission_sets,
             "best_static": self.best_static,
+            "best_static_by_depth": self.best_static_by_depth,
             "data_meta": self.data_meta,
             "tasks": self.tasks,
         }
@@ -446,6 +452,7 @@ class RouterModule(LightningModule):
                 saved["data_meta"],
                 saved.get("tasks", ()),
             )
+            self.best_static_by_depth = {int(d): int(i) for d, i in (saved.get("best_static_by_depth") or {}).items()}
 
     # ------------------------------------------------------------------------------------- inference
     @torch.no_grad()

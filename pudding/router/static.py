@@ -2,10 +2,13 @@
 
 It is picked on router-training rows only (never on validation or evaluation labels): the candidate with the highest
 mean raw score (gold per-token log-likelihood) over those rows. Metrics (``gain_vs_static``, the static regret) and
-the zero-shot callback's ``best_static`` line all use this one definition.
+the zero-shot callback's ``best_static`` line all use this one definition; :func:`best_static_by_depth` applies it
+within each depth of a candidate file of several depths.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,3 +22,20 @@ def best_static_index(scores: np.ndarray) -> int:
     if not finite.any():
         raise ValueError("best_static_index: no row has finite scores for every candidate")
     return int(np.argmax(scores[finite].mean(axis=0)))
+
+
+def best_static_by_depth(scores: np.ndarray, omission_sets: Sequence[Sequence[int]]) -> dict[int, int]:
+    """Per depth (blocks omitted), the column of the best static candidate of that depth: :func:`best_static_index`
+    over that depth's columns only, returned as an index into all columns. ``omission_sets`` names each column's set.
+
+    With candidates of several depths the overall best is nearly always a shallow one (fewer blocks omitted score
+    higher), so a compute curve needs the best static candidate at every depth.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] != len(omission_sets):
+        raise ValueError(f"best_static_by_depth: {len(omission_sets)} omission sets for scores of shape {scores.shape}")
+    best = {}
+    for depth in sorted({len(s) for s in omission_sets}):
+        columns = [i for i, s in enumerate(omission_sets) if len(s) == depth]
+        best[depth] = columns[best_static_index(scores[:, columns])]
+    return best
