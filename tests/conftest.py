@@ -113,8 +113,9 @@ def tiny_encoder(folder: Path) -> Path:
     return save_tiny_encoder(folder)
 
 
-def tiny_dataset(path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: int = 0) -> Path:
-    """``n`` invented boolq/piqa prompts with noisy scores over ``sets``, saved as a router dataset at ``path``."""
+def tiny_dataset(path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: int = 0, names=None) -> Path:
+    """``n`` invented boolq/piqa prompts with noisy scores over ``sets`` (named ``names``, default :data:`NAMES`),
+    saved as a router dataset at ``path``."""
     from pudding.routerdata import save_dataset
     from pudding.routerdata.store import make_dataset
 
@@ -140,7 +141,7 @@ def tiny_dataset(path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: 
         "num_blocks": 6,
         "num_candidates": len(sets),
         "omission_sets": sets,
-        "candidate_names": NAMES[: len(sets)],
+        "candidate_names": list(names) if names is not None else NAMES[: len(sets)],
     }
     return save_dataset(make_dataset(cols, len(sets)), meta, path)
 

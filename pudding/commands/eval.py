@@ -2,6 +2,7 @@
 
     pudding eval --base default --tasks piqa,arc_easy --limit 200 --data_dir ../shared/data --omit 5,9,13
     pudding eval --candidates checkpoints/candidates.yaml --limit 200 --data_dir ../shared/data
+    pudding eval --bundle checkpoints/router/bundle_budget --sweep true --data_dir ../shared/data
 
 prints a table (one column per row of results) and, with ``--output``, writes JSON of one shape in every mode:
 ``results[row][task]`` ({acc, acc_norm, n}), ``average[row]``, ``omission_sets[row]``, ``config`` (every option
@@ -25,7 +26,7 @@ from pudding.models.loading import BaseModelError, load_base
 from pudding.option_groups import DeviceOptions, ModelOptions, OutputOptions, ScoringOptions, TaskOptions
 from pudding.options import as_int_list, check_positive, parse_options
 from pudding.outcomes import evaluate_sets
-from pudding.router.budget import parse_budget
+from pudding.router.budget import parse_budget, parse_budgets
 from pudding.scoring import Scorer
 from pudding.tasks import TaskDataError, eval_items, get_task
 
@@ -60,6 +61,17 @@ class EvalOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, Mod
             to the choice with the best predicted score + λ × blocks omitted, λ calibrated on the router's validation
             rows. None: the bundle's default (plain argmax unless it records one); ``argmax``: plain argmax. Needs a
             bundle whose choices differ in depth (trained with ``data.dense_choice``).
+        sweep: With ``bundle``: the accuracy–compute curve instead of the results table: dense, SLEB, best static,
+            the router restricted to one depth and oracle routing at every candidate depth, and the router under
+            every budget of ``budgets``, each at its mean blocks kept on the evaluation items; writes ``output``
+            (default ``checkpoints/eval/curve.json``) plus ``.md``, ``.csv`` and ``.png``. Needs a bundle whose
+            choices differ in depth. Scoring is shared with the table (one pass, cached); each budget is a re-choice.
+        budgets: With ``sweep``: the budgets to sweep, a YAML list or comma-separated, each in (0, 1]. None: 0.70 to
+            1.00 in steps of 0.025 plus each choice depth's fraction of blocks kept.
+        bench: With ``sweep``: a ``pudding bench`` JSON of the same base model; every point then gets its pre-fill
+            time against the dense model (``bench_tokens`` tokens; fitted per block to the bench's measurements) and
+            the plot a second x axis.
+        bench_tokens: With ``bench``: the prompt length (tokens) of the bench row to use.
     """
 
     limit: int | None = None
@@ -73,12 +85,25 @@ class EvalOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, Mod
     corpus: str | None = None
     outcomes_dir: str = "checkpoints/outcomes"
     budget: float | str | None = None
+    sweep: bool = False
+    budgets: list[float] | str | None = None
+    bench: str | None = None
+    bench_tokens: int = 128
 
     def check(self) -> None:
         self.omit = as_int_list(self.omit, "omit")
         self.budget = parse_budget(self.budget)
         if self.budget is not None and self.bundle is None:
             raise OptionError("option budget routes a router bundle: give --bundle too")
+        self.budgets = parse_budgets(self.budgets)
+        check_positive(self.bench_tokens, "bench_tokens")
+        if self.sweep and self.bundle is None:
+            raise OptionError("option sweep draws a router bundle's curve: give --bundle too")
+        if self.sweep and self.budget is not None:
+            raise OptionError("options budget and sweep exclude each other: --sweep routes every budget of --budgets")
+        for name in ("budgets", "bench"):
+            if getattr(self, name) is not None and not self.sweep:
+                raise OptionError(f"option {name} belongs to the curve: give --sweep true (and --bundle) too")
         if self.average_metric not in ("acc", "acc_norm"):
             raise OptionError(f"option average_metric: {self.average_metric!r} is not acc or acc_norm")
         check_positive(self.limit, "limit")
@@ -158,21 +183,25 @@ def evaluate(opts: EvalOptions) -> dict:
 
 
 def evaluate_routed(opts: EvalOptions) -> dict:
-    """``--bundle``: check the bundle, output and corpus first, then :func:`pudding.routed.evaluate.evaluate_bundle`."""
+    """``--bundle``: check the bundle, output, corpus (and bench) first, then
+    :func:`pudding.routed.evaluate.evaluate_bundle`, or with ``sweep`` :func:`pudding.routed.sweep.sweep_bundle`."""
     from pudding.routed.evaluate import evaluate_bundle
     from pudding.router.bundle import check_bundle_files
 
     check_bundle_files(opts.bundle)
-    out = Path(opts.output or "checkpoints/eval/results.json")
+    if opts.sweep:
+        from pudding.routed.sweep import check_depths, read_bench
+
+        check_depths(opts.bundle)
+        if opts.bench is not None:
+            read_bench(opts.bench, opts.bench_tokens)  # a bad bench file fails before any model loads
+    out = Path(opts.output or ("checkpoints/eval/curve.json" if opts.sweep else "checkpoints/eval/results.json"))
     for suffix in (".json", ".md", ".csv", ".png"):
         check_output(out.with_suffix(suffix), opts.overwrite)
     if opts.corpus is not None and not Path(opts.corpus).is_file():
         raise OptionError(f"option corpus: {opts.corpus} is not a file")
     base_name, _ = check_bundle(opts.bundle, opts.base, opts.cache_dir)
-    return evaluate_bundle(
-        opts.bundle,
-        list(opts.tasks),
-        opts.data_options,
+    common = dict(
         limit=opts.limit,
         base=base_name,
         dtype=opts.dtype,
@@ -184,8 +213,20 @@ def evaluate_routed(opts: EvalOptions) -> dict:
         sleb_samples=opts.sleb_samples,
         corpus=opts.corpus,
         output=out.with_suffix(""),
-        budget=opts.budget,
     )
+    if opts.sweep:
+        from pudding.routed.sweep import sweep_bundle
+
+        return sweep_bundle(
+            opts.bundle,
+            list(opts.tasks),
+            opts.data_options,
+            budgets=opts.budgets,
+            bench=opts.bench,
+            bench_tokens=opts.bench_tokens,
+            **common,
+        )
+    return evaluate_bundle(opts.bundle, list(opts.tasks), opts.data_options, budget=opts.budget, **common)
 
 
 def format_table(table: dict[str, dict[str, dict]], metric: str) -> str:

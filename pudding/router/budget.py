@@ -70,6 +70,42 @@ def parse_budget(value: object, option: str = "budget") -> float | str | None:
     return number
 
 
+def parse_budgets(value: object, option: str = "budgets") -> list[float] | None:
+    """A list of budgets (a budget sweep's): None (the sweep's default grid), a YAML list, a comma-separated string
+    or a list of numbers, each in (0, 1]. Anything else (empty, out of range, not a number) is a one-line
+    :class:`~pudding.errors.OptionError` naming ``option``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().removeprefix("[").removesuffix("]")
+        parts: list[object] = [p.strip().strip("'\"") for p in text.split(",")]
+        parts = [p for p in parts if p != ""]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value]
+    if not parts:
+        raise OptionError(
+            f"option {option}: no budget given ({value!r}); give numbers in (0, 1], e.g. --{option} '[0.75, 0.8]'"
+        )
+    budgets = []
+    for part in parts:
+        number = None
+        if isinstance(part, (int, float)) and not isinstance(part, bool):
+            number = float(part)
+        elif isinstance(part, str):
+            try:
+                number = float(part)
+            except ValueError:
+                number = None
+        if number is None or not math.isfinite(number) or not 0.0 < number <= 1.0:
+            raise OptionError(
+                f"option {option}: {part!r} is not a number in (0, 1] (a target mean fraction of blocks kept)"
+            )
+        budgets.append(number)
+    return budgets
+
+
 def choose(preds: torch.Tensor | np.ndarray, omitted: Sequence[int], lam: float = 0.0) -> torch.Tensor:
     """Per row of ``preds`` [N, C], the choice maximising ``preds + lam × omitted`` (first on a tie).
 
