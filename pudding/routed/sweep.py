@@ -33,6 +33,8 @@ falls back to ``k / L`` (plus the router), and the JSON says so.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -309,11 +311,9 @@ def _columns(tasks: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def csv_curve(points: Sequence[Point], tasks: Sequence[str]) -> str:
-    """CSV, one line per point: series, label, budget, λ, depth, blocks kept (mean, fraction, on the calibration
-    rows), per-task metrics (fractions), the average of acc and the pre-fill ratio (empty without a bench)."""
-    import csv
-    import io
-
+    """CSV, one line per point: series, label, budget, λ, depth, mean blocks kept (on the evaluation items, and on the
+    calibration rows for the budget router), per-task metrics (fractions), the average of acc and the pre-fill ratio
+    (empty without a bench)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     columns = _columns(tasks)
