@@ -12,6 +12,7 @@ searches (``num_omit: [3, 5, 7]``, names ``task/loss@3``): a greedy search remov
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -250,6 +251,45 @@ def _depths(value: object, where: str) -> tuple[int, ...]:
     if len(set(values)) != len(values):
         raise CandidateFileError(f"{where}: field 'num_omit' lists a depth more than once: {values}")
     return tuple(sorted(values))
+
+
+def candidates_from_runs(path: str | Path, depths: Sequence[int]) -> CandidateSet:
+    """The candidates at ``depths`` from the runs a candidate file records (``search.runs``), without searching.
+
+    A run records every block it removed in removal order, so its first ``d`` blocks are its ``d``-block candidate,
+    exactly as a search asked for that depth would have made it (merges included); the candidates of the file itself
+    are not enough, because a merged candidate keeps one run's order only.
+    """
+    source = load_candidates(path)
+    runs = source.search.get("runs")
+    if not isinstance(runs, list) or not runs:
+        raise CandidateFileError(f"{path}: field 'search.runs' is missing or empty, so depths cannot be derived")
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict) or not all(key in run for key in ("task", "loss", "omit", "step_losses")):
+            raise CandidateFileError(f"{path}: search.runs[{i}] needs task, loss, omit and step_losses")
+        if len(run["omit"]) < max(depths):
+            raise CandidateFileError(
+                f"{path}: search.runs[{i}] ({run['task']}/{run['loss']}) removed {len(run['omit'])} blocks, "
+                f"fewer than depth {max(depths)}"
+            )
+    candidates = [
+        Candidate(
+            omit=tuple(run["omit"][:depth]),
+            task=str(run["task"]),
+            loss=str(run["loss"]),
+            step_losses=tuple(float(x) for x in run["step_losses"][:depth]),
+        )
+        for depth in sorted(depths)
+        for run in runs
+    ]
+    search = {**source.search, "derived_from": {"file": str(path), "sha256": file_hash(path)}}
+    return CandidateSet(
+        base_model=source.base_model,
+        num_blocks=source.num_blocks,
+        num_omit=max(depths),
+        candidates=tuple(merge_identical(candidates)),
+        search=search,
+    )
 
 
 def file_hash(path: str | Path) -> str:

@@ -3,6 +3,8 @@ candidates at several depths from one search."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import yaml
 
@@ -351,6 +353,33 @@ def test_depth_prefixes_equal_separate_searches(model, tokenizer, tmp_path, monk
     run_search(reused, base=base, items=_given_items(), log=lines.append)
     assert sum("finished earlier" in line for line in lines) == 4
     assert (tmp_path / "reused" / "candidates.yaml").read_bytes() == written
+
+
+def test_depths_from_a_files_recorded_runs_equal_the_search(model, tokenizer, tmp_path, monkeypatch):
+    """``from_runs``: the [2, 4] candidates derived from the 4-block file alone (no run files, no model) are the
+    multi-depth search's, merges included; a depth beyond the recorded runs is a one-line error."""
+    base = _tiny_base(model, tokenizer)
+    four, _ = _search(tmp_path, "four", base, num_omit=4)
+    both, _ = _search(tmp_path, "both", base, num_omit=[2, 4])
+    source = tmp_path / "four" / "candidates.yaml"
+    shutil.rmtree(tmp_path / "four" / "candidates.yaml.runs")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("loaded or ran a model")
+
+    monkeypatch.setattr(Scorer, "run", no_model)
+    monkeypatch.setattr("pudding.search.runs.load_base", no_model)
+    out = tmp_path / "derived.yaml"
+    opts = _options(tmp_path, "x", num_omit=[4, 2], from_runs=str(source), output=str(out))
+    derived = run_search(opts, log=lambda text: None)
+    assert list(derived.candidates) == list(both.candidates) and derived.depths == (2, 4)
+    assert any(c.also_from for c in derived.at_depth(2))  # merges happen at the derived depth too
+    assert load_candidates(out) == derived
+    assert derived.search["derived_from"]["file"] == str(source) and derived.search["runs"] == four.search["runs"]
+    with pytest.raises(CandidateFileError, match=r"search.runs\[0\] .* removed 4 blocks, fewer than depth 5"):
+        run_search(_options(tmp_path, "y", num_omit=[2, 5], from_runs=str(source)), log=lambda text: None)
+    with pytest.raises(OptionError, match="option from_runs: .* is not a file"):
+        _options(tmp_path, "z", from_runs=str(tmp_path / "missing.yaml")).check()
 
 
 def test_one_depth_output_is_unchanged(model, tokenizer, tmp_path):

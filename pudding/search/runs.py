@@ -22,7 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pudding.candidates import Candidate, CandidateFileError, CandidateSet, merge_identical
+from pudding.candidates import (
+    Candidate,
+    CandidateFileError,
+    CandidateSet,
+    candidates_from_runs,
+    merge_identical,
+)
 from pudding.checks import check_output
 from pudding.errors import OptionError
 from pudding.io import atomic_write_json
@@ -80,6 +86,10 @@ class SearchOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, M
         work_dir: Folder of finished runs, for resuming (default: ``<output>.runs``).
         corpus: Plain-text file for the perplexity loss: one task-agnostic run on a seeded sample of its
             paragraphs instead of one run per task on the tasks' own text.
+        from_runs: A candidate file whose recorded runs (its ``search.runs``, each in removal order) give the
+            candidates at the depths of ``num_omit`` up to the file's own: no search and no model, in a second
+            (e.g. the 3-, 5- and 7-block candidates from the released 7-block file, on a machine without its run
+            files). The other search options are then not used.
     """
 
     base: str = "default"
@@ -92,6 +102,7 @@ class SearchOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, M
     seed: int = 0
     work_dir: str | None = None
     corpus: str | None = None
+    from_runs: str | None = None
 
     def check(self) -> None:
         self.losses = tuple(dict.fromkeys(as_str_list(self.losses, "losses")))
@@ -106,6 +117,8 @@ class SearchOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, M
         check_positive(self.keep_last, "keep_last", minimum=0)
         if self.corpus is not None and not Path(self.corpus).is_file():
             raise OptionError(f"option corpus: {self.corpus} is not a file")
+        if self.from_runs is not None and not Path(self.from_runs).is_file():
+            raise OptionError(f"option from_runs: {self.from_runs} is not a file")
         if self.corpus is not None and "perplexity" not in self.losses:
             raise OptionError("option corpus is only used by the perplexity loss; add perplexity to losses")
 
@@ -283,6 +296,12 @@ def run_search(
     """
     # every check that needs no model first: output path, block budget, task data
     check_output(opts.output, opts.overwrite)
+    if opts.from_runs is not None:
+        cset = candidates_from_runs(opts.from_runs, opts.depths)
+        cset.save(opts.output)
+        log(f"{len(cset)} candidates at depths {list(cset.depths)} from the runs recorded in {opts.from_runs}")
+        log(f"saved {opts.output}")
+        return cset
     if base is None:
         check_barriers(base_num_blocks(opts.base, opts.cache_dir), opts.max_depth, opts.keep_first, opts.keep_last)
     runs, notes = plan_runs(opts, items)
