@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint pipeline data release release-build bench demo clean-cache
+.PHONY: setup test lint pipeline data release release-build bench demo curve clean-cache
 
 setup:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -94,6 +94,32 @@ $(DEMO)/results.json: $(DEMO)/bundle/router.json
 
 $(DEMO)/bench.json: $(DEMO)/bundle/router.json
 	$(VENV)/bin/pudding bench --bundle $(DEMO)/bundle --repeats 5 --new_tokens 32 --output $(DEMO)/bench.json --overwrite true
+
+# The accuracy-compute curve (issue #15): candidates at 3, 5 and 7 blocks from the release's recorded runs (no search),
+# router data at every depth on the first DEPTHS_LIMIT router items per task (all 21,205 items x 3 depths take ~2.2x
+# the 7-block build), a router with the dense model as a choice, a bench, and pudding eval --sweep.
+DEPTHS ?= [3, 5, 7]
+DEPTHS_LIMIT ?= 1000
+curve: setup checkpoints/eval/curve.json
+
+checkpoints/candidates_depths.yaml: $(RELEASE_CANDIDATES)
+	$(VENV)/bin/pudding candidates --from_runs $(RELEASE_CANDIDATES) --num_omit '$(DEPTHS)' --output $@ --overwrite true
+
+checkpoints/router_dataset_depths/pudding_meta.json: checkpoints/candidates_depths.yaml
+	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR) \
+		--candidates checkpoints/candidates_depths.yaml --limit $(DEPTHS_LIMIT) --output checkpoints/router_dataset_depths \
+		--trainer.devices 2 --trainer.strategy ddp
+
+checkpoints/router/bundle_budget/router.json: checkpoints/router_dataset_depths/pudding_meta.json
+	$(VENV)/bin/pudding-train fit --config configs/router_budget.yaml --data.datasets '[checkpoints/router_dataset_depths]' \
+		--overwrite_bundle true
+
+checkpoints/bench/budget.json: checkpoints/router/bundle_budget/router.json
+	$(VENV)/bin/pudding bench --bundle checkpoints/router/bundle_budget --output $@ --overwrite true
+
+checkpoints/eval/curve.json: checkpoints/router/bundle_budget/router.json checkpoints/bench/budget.json
+	$(VENV)/bin/pudding eval --bundle checkpoints/router/bundle_budget --sweep true --data_dir $(DATA_DIR) \
+		--bench checkpoints/bench/budget.json --output $@ --overwrite true
 
 bench: setup
 	$(PY) benchmarks/eval_vs_lmeval.py --data_dir $(DATA_DIR)
