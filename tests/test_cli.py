@@ -211,3 +211,22 @@ def test_option_groups_are_shared_not_repeated():
     # a candidate search always has a base model and an output; the defaults are the command's own
     assert (opts["candidates"]().base, opts["candidates"]().output) == ("default", "checkpoints/candidates.yaml")
     assert opts["eval"]().base is None
+
+
+def test_eval_bundle_settings_are_the_eval_options_of_the_same_name():
+    """``pudding eval --bundle`` hands its options to the bundle evaluation as one BundleSettings, read by name: every
+    setting but ``log`` is an option; keyword overrides replace fields, and a misspelt one is an error."""
+    from dataclasses import fields
+
+    from pudding.commands.eval import EvalOptions
+    from pudding.routed.evaluate import BundleSettings
+
+    assert {f.name for f in fields(BundleSettings)} - {f.name for f in fields(EvalOptions)} == {"log"}
+    values = dict(limit=7, dtype="float32", device="cpu", batch_tokens=256, cache_dir="models", outcomes_dir="outcomes")
+    values |= dict(sleb=False, sleb_samples=3, corpus="corpus.txt")
+    settings = BundleSettings.from_options(EvalOptions(base="given", **values), base="resolved")
+    assert settings == BundleSettings(base="resolved", **values)
+    assert BundleSettings.resolve(settings, {"limit": 2}) == BundleSettings(base="resolved", **(values | {"limit": 2}))
+    assert settings.limit == 7 and BundleSettings.resolve(None, {}) == BundleSettings()
+    with pytest.raises(TypeError, match="sleb_sample"):
+        BundleSettings.resolve(settings, {"sleb_sample": 2})

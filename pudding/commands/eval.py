@@ -185,7 +185,7 @@ def evaluate(opts: EvalOptions) -> dict:
 def evaluate_routed(opts: EvalOptions) -> dict:
     """``--bundle``: check the bundle, output, corpus (and bench) first, then
     :func:`pudding.routed.evaluate.evaluate_bundle`, or with ``sweep`` :func:`pudding.routed.sweep.sweep_bundle`."""
-    from pudding.routed.evaluate import evaluate_bundle
+    from pudding.routed.evaluate import BundleSettings, evaluate_bundle
     from pudding.router.bundle import check_bundle_files
 
     check_bundle_files(opts.bundle)
@@ -201,32 +201,16 @@ def evaluate_routed(opts: EvalOptions) -> dict:
     if opts.corpus is not None and not Path(opts.corpus).is_file():
         raise OptionError(f"option corpus: {opts.corpus} is not a file")
     base_name, _ = check_bundle(opts.bundle, opts.base, opts.cache_dir)
-    common = dict(
-        limit=opts.limit,
-        base=base_name,
-        dtype=opts.dtype,
-        device=opts.device,
-        batch_tokens=opts.batch_tokens,
-        cache_dir=opts.cache_dir,
-        outcomes_dir=opts.outcomes_dir,
-        sleb=opts.sleb,
-        sleb_samples=opts.sleb_samples,
-        corpus=opts.corpus,
-        output=out.with_suffix(""),
-    )
+    settings = BundleSettings.from_options(opts, base=base_name)  # limit, dtype, device, batch_tokens, sleb, ...
+    args = (opts.bundle, list(opts.tasks), opts.data_options, settings)
     if opts.sweep:
         from pudding.routed.sweep import sweep_bundle
 
+        output = out.with_suffix("")
         return sweep_bundle(
-            opts.bundle,
-            list(opts.tasks),
-            opts.data_options,
-            budgets=opts.budgets,
-            bench=opts.bench,
-            bench_tokens=opts.bench_tokens,
-            **common,
+            *args, output=output, budgets=opts.budgets, bench=opts.bench, bench_tokens=opts.bench_tokens
         )
-    return evaluate_bundle(opts.bundle, list(opts.tasks), opts.data_options, budget=opts.budget, **common)
+    return evaluate_bundle(*args, output=out.with_suffix(""), budget=opts.budget)
 
 
 def format_table(table: dict[str, dict[str, dict]], metric: str) -> str:

@@ -8,7 +8,8 @@ item's prompt once, and every row of the table is a lookup (:mod:`pudding.routed
 Under a compute budget (``budget``, :mod:`pudding.router.budget`) the router's predictions per item are computed
 once and :meth:`~pudding.router.module.RouterModule.choose` turns them into choices; routing the same predictions
 under another budget (``router.set_budget(b)`` then ``router.choose(preds)``) is a lookup as well, which is all the
-budget sweep (:mod:`pudding.routed.sweep`) needs; :func:`prepare_bundle` is the shared, once-only work. When the
+budget sweep (:mod:`pudding.routed.sweep`) needs; :func:`prepare_bundle` is the shared, once-only work, and
+:class:`BundleSettings` the settings both share. When the
 router's choices differ in depth the report has ``routing_depths`` (per task, items per number of blocks kept) and
 ``config`` records the budget and its λ. With candidates of several depths, the table has the best static candidate
 and SLEB at each depth.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,21 +123,59 @@ class BundleRun:
         return best_static_by_depth(calibration.scores[:, :k].numpy(), self.sets), "router validation rows"
 
 
+@dataclass(frozen=True)
+class BundleSettings:
+    """How a bundle's evaluation runs: the settings :func:`evaluate_bundle` and
+    :func:`pudding.routed.sweep.sweep_bundle` share (a new one is added here, once).
+
+    Both functions take one as ``settings`` and its fields as keyword arguments too (``limit=8, sleb=False``: they
+    override ``settings``'s); ``pudding eval`` builds one from its options (:meth:`from_options`).
+
+    Args:
+        limit: Evaluate only the first ``limit`` evaluation items of each task (None: all).
+        base: Base model (name, hub id, folder or ``.gguf``); None: the candidate file's ``base_model``.
+        dtype: Model dtype: auto, float32, bfloat16 or float16.
+        device: auto, cpu, cuda or cuda:N.
+        batch_tokens: Upper bound on rows × padded length per forward pass (memory knob; results do not change).
+        cache_dir: Where de-quantised GGUF weights are cached.
+        outcomes_dir: Where per-item outcomes and the SLEB search are kept (a killed run resumes).
+        sleb: Add SLEB (one task-agnostic set per candidate depth from the greedy search on perplexity).
+        sleb_samples: Texts per task pooled for SLEB's perplexity (router items, never evaluation items).
+        corpus: A text file (blank-line separated paragraphs) for SLEB's perplexity instead of the pooled text.
+        log: Where progress lines and the final table go.
+    """
+
+    limit: int | None = None
+    base: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_tokens: int = 1024
+    cache_dir: str | Path = DEFAULT_CACHE_DIR
+    outcomes_dir: str | Path = DEFAULT_OUTCOMES_DIR
+    sleb: bool = True
+    sleb_samples: int = 16
+    corpus: str | None = None
+    log: Callable[[str], None] = print_line
+
+    @classmethod
+    def from_options(cls, opts: object, **overrides: Any) -> BundleSettings:
+        """The settings of a command's options object: each field from the attribute of the same name where it has
+        one (else the default), then ``overrides``."""
+        found = {f.name: getattr(opts, f.name) for f in fields(cls) if hasattr(opts, f.name)}
+        return cls(**(found | overrides))
+
+    @classmethod
+    def resolve(cls, settings: BundleSettings | None, overrides: dict[str, Any]) -> BundleSettings:
+        """``settings`` (None: the defaults) with the fields named in ``overrides`` replaced; an unknown name is a
+        TypeError naming it."""
+        return replace(settings or cls(), **overrides)
+
+
 def prepare_bundle(
     bundle: str,
     tasks: Sequence[str],
     options: DataOptions,
-    limit: int | None = None,
-    base: str | None = None,
-    dtype: str = "auto",
-    device: str = "auto",
-    batch_tokens: int = 1024,
-    cache_dir: str | Path = DEFAULT_CACHE_DIR,
-    outcomes_dir: str | Path = DEFAULT_OUTCOMES_DIR,
-    sleb: bool = True,
-    sleb_samples: int = 16,
-    corpus: str | None = None,
-    log: Callable[[str], None] = print_line,
+    settings: BundleSettings | None = None,
     budget: float | str | None = None,
 ) -> BundleRun:
     """All the LLM and router work of a bundle's evaluation, once: outcomes of the dense model, every candidate and
@@ -145,6 +184,8 @@ def prepare_bundle(
     from pudding.candidates import load_candidates
     from pudding.router.bundle import load_bundle
 
+    settings = settings or BundleSettings()
+    log = settings.log
     bundle_dir = Path(bundle)
     meta_path = bundle_dir / "dataset_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -153,14 +194,16 @@ def prepare_bundle(
     for task in tasks:
         items, note = eval_items(task, options)
         log(note)
-        items_by_task[task] = items[:limit] if limit else items
+        items_by_task[task] = items[: settings.limit] if settings.limit else items
         if not items_by_task[task]:
             raise TaskDataError(f"{task}: no evaluation items ({note})")
 
     cset = load_candidates(bundle_dir / "candidates.yaml")
-    lm = load_base(base or cset.base_model, dtype=dtype, device=device, cache_dir=cache_dir)
+    lm = load_base(
+        settings.base or cset.base_model, dtype=settings.dtype, device=settings.device, cache_dir=settings.cache_dir
+    )
     router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)), lm=lm, budget=budget)
-    scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=batch_tokens)
+    scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=settings.batch_tokens)
     record = lm.dtype_choice.record()
     key = model_key(lm.name, record["dtype"], lm.device.type)
     sets = [tuple(s) for s in cset.omission_sets]
@@ -168,10 +211,11 @@ def prepare_bundle(
     choice_sets = [tuple(sorted(s)) for s in router.omission_sets] or sets
 
     sleb_by_depth: dict[int, tuple[int, ...]] = {}
-    if sleb:
-        texts = sleb_texts(tasks, options, sleb_samples, corpus=corpus)
+    if settings.sleb:
+        corpus, sleb_dir = settings.corpus, Path(settings.outcomes_dir) / "sleb"
+        texts = sleb_texts(tasks, options, settings.sleb_samples, corpus=corpus)
         log(f"SLEB baseline: greedy perplexity search on {len(texts)} texts ({corpus or 'pooled router text'})")
-        result = sleb_search(scorer, texts, cset.num_omit, key, cache_dir=Path(outcomes_dir) / "sleb", log=log)
+        result = sleb_search(scorer, texts, cset.num_omit, key, cache_dir=sleb_dir, log=log)
         sleb_by_depth = sleb_sets(result, cset.depths)
 
     outcomes = {}
@@ -181,7 +225,7 @@ def prepare_bundle(
         def progress(done: int, total: int, scored: int, task: str = task) -> None:
             log(f"{task}: chunk {done}/{total} ({scored} sets scored, the rest from the cache)")
 
-        outcomes[task] = compute_outcomes(scorer, items, wanted, key, outcomes_dir, on_chunk=progress)
+        outcomes[task] = compute_outcomes(scorer, items, wanted, key, settings.outcomes_dir, on_chunk=progress)
 
     preds = {task: router.predict_texts([item.router_text for item in items]) for task, items in items_by_task.items()}
     return BundleRun(
@@ -201,29 +245,20 @@ def prepare_bundle(
     )
 
 
-def run_config(
-    run: BundleRun,
-    options: DataOptions,
-    limit: int | None,
-    batch_tokens: int,
-    sleb: bool,
-    sleb_samples: int,
-    corpus: str | None,
-    **extra,
-) -> dict:
+def run_config(run: BundleRun, options: DataOptions, settings: BundleSettings, **extra) -> dict:
     """The ``config`` of a bundle evaluation's report: every option used, the dtype and why, then ``extra``."""
     return {
         "bundle": run.bundle,
         "base": run.base,
         "tasks": list(run.tasks),
-        "limit": limit,
+        "limit": settings.limit,
         **run.record,
         "device": run.device,
         "num_blocks": run.cset.num_blocks,
-        "batch_tokens": batch_tokens,
-        "sleb": sleb,
-        "sleb_samples": sleb_samples,
-        "corpus": corpus,
+        "batch_tokens": settings.batch_tokens,
+        "sleb": settings.sleb,
+        "sleb_samples": settings.sleb_samples,
+        "corpus": settings.corpus,
         "data_dir": options.data_dir,
         "router_fraction": options.router_fraction,
         "split_seed": options.split_seed,
@@ -236,21 +271,16 @@ def evaluate_bundle(
     bundle: str,
     tasks: Sequence[str],
     options: DataOptions,
-    limit: int | None = None,
-    base: str | None = None,
-    dtype: str = "auto",
-    device: str = "auto",
-    batch_tokens: int = 1024,
-    cache_dir: str | Path = DEFAULT_CACHE_DIR,
-    outcomes_dir: str | Path = DEFAULT_OUTCOMES_DIR,
-    sleb: bool = True,
-    sleb_samples: int = 16,
-    corpus: str | None = None,
+    settings: BundleSettings | None = None,
+    *,
     output: str | Path = "checkpoints/eval_bundle/results",
-    log: Callable[[str], None] = print_line,
     budget: float | str | None = None,
+    **overrides: Any,
 ) -> dict:
     """Evaluate a router bundle and every baseline; write ``<output>.{json,md,csv,png}``; return the report.
+
+    ``settings`` (:class:`BundleSettings`; None: its defaults) says how the evaluation runs; keyword arguments named
+    as its fields override it (``evaluate_bundle(bundle, tasks, options, limit=8, sleb=False)``).
 
     The JSON has the shape ``pudding eval`` writes in every mode (``results[row][task]``, ``average[row]``,
     ``omission_sets[row]`` (None where the set varies per item), ``config``, ``seconds``) plus ``blocks_kept[row]``,
@@ -260,23 +290,9 @@ def evaluate_bundle(
     (``best static @d (name)``, ``SLEB @d (...)``).
     """
     started = time.perf_counter()
-    run = prepare_bundle(
-        bundle,
-        tasks,
-        options,
-        limit=limit,
-        base=base,
-        dtype=dtype,
-        device=device,
-        batch_tokens=batch_tokens,
-        cache_dir=cache_dir,
-        outcomes_dir=outcomes_dir,
-        sleb=sleb,
-        sleb_samples=sleb_samples,
-        corpus=corpus,
-        log=log,
-        budget=budget,
-    )
+    settings = BundleSettings.resolve(settings, overrides)
+    log, sleb = settings.log, settings.sleb
+    run = prepare_bundle(bundle, tasks, options, settings, budget=budget)
     router, cset = run.router, run.cset
     choices = run.choices()
     routed_name = "PuDDing (router)" if router.budget is None else f"PuDDing (router, budget {router.budget:g})"
@@ -299,16 +315,7 @@ def evaluate_bundle(
         routed_name=routed_name,
     )
     histogram = routing_histogram(choices, len(run.choice_sets))
-    config = run_config(
-        run,
-        options,
-        limit=limit,
-        batch_tokens=batch_tokens,
-        sleb=sleb,
-        sleb_samples=sleb_samples,
-        corpus=corpus,
-        **config_extra,
-    )
+    config = run_config(run, options, settings, **config_extra)
     report = {
         "results": {row.name: row.results for row in rows},
         "average": {row.name: row.average for row in rows},

@@ -37,9 +37,10 @@ import csv
 import io
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,13 +48,11 @@ import torch
 from pudding.errors import OptionError
 from pudding.evaluation import average
 from pudding.io import atomic_write_json, atomic_write_text
-from pudding.models.loading import DEFAULT_CACHE_DIR
-from pudding.outcomes import DEFAULT_OUTCOMES_DIR, Outcomes
+from pudding.outcomes import Outcomes
 from pudding.plots import pyplot, save_figure
-from pudding.routed.evaluate import BundleRun, prepare_bundle, run_config
+from pudding.routed.evaluate import BundleRun, BundleSettings, prepare_bundle, run_config
 from pudding.routed.table import routed_results, spread_results, static_row
 from pudding.router.budget import lambda_text
-from pudding.search.runs import print_line
 from pudding.tasks import DataOptions, get_task
 
 SERIES = ("dense", "sleb", "best_static", "fixed_router", "budget_router", "oracle")
@@ -450,21 +449,13 @@ def sweep_bundle(
     bundle: str,
     tasks: Sequence[str],
     options: DataOptions,
-    limit: int | None = None,
-    base: str | None = None,
-    dtype: str = "auto",
-    device: str = "auto",
-    batch_tokens: int = 1024,
-    cache_dir: str | Path = DEFAULT_CACHE_DIR,
-    outcomes_dir: str | Path = DEFAULT_OUTCOMES_DIR,
-    sleb: bool = True,
-    sleb_samples: int = 16,
-    corpus: str | None = None,
+    settings: BundleSettings | None = None,
+    *,
     output: str | Path = "checkpoints/eval/curve",
-    log: Callable[[str], None] = print_line,
     budgets: Sequence[float] | None = None,
     bench: str | None = None,
     bench_tokens: int = DEFAULT_BENCH_TOKENS,
+    **overrides: Any,
 ) -> dict:
     """The accuracy–compute curve of a bundle; writes ``<output>.{json,md,csv,png}`` and returns the JSON report.
 
@@ -472,28 +463,14 @@ def sweep_bundle(
     ``average``, ``results[task]``, ``depth``, ``budget``, ``lambda``, ``calibration_kept``, ``omit``, ``candidate``,
     ``depths``, ``prefill_ratio``), ``budgets``, ``num_blocks``, ``depths`` (the candidates'),
     ``best_static_picked_on``, ``bench`` (the pre-fill fit, or None), ``config`` and ``seconds``. ``budgets``: None
-    for the default grid (:func:`sweep_budgets`). Other arguments as :func:`pudding.routed.evaluate.evaluate_bundle`'s.
+    for the default grid (:func:`sweep_budgets`). ``settings`` and the keyword arguments that override its fields as
+    :func:`pudding.routed.evaluate.evaluate_bundle`'s.
     """
     started = time.perf_counter()
+    settings = BundleSettings.resolve(settings, overrides)
     check_depths(bundle)
     bench_report = read_bench(bench, bench_tokens) if bench is not None else None
-    run: BundleRun = prepare_bundle(
-        bundle,
-        tasks,
-        options,
-        limit=limit,
-        base=base,
-        dtype=dtype,
-        device=device,
-        batch_tokens=batch_tokens,
-        cache_dir=cache_dir,
-        outcomes_dir=outcomes_dir,
-        sleb=sleb,
-        sleb_samples=sleb_samples,
-        corpus=corpus,
-        log=log,
-        budget="argmax",
-    )
+    run: BundleRun = prepare_bundle(bundle, tasks, options, settings, budget="argmax")
     num_blocks = run.cset.num_blocks
     prefill = prefill_model(bench_report, num_blocks, run.base) if bench_report is not None else None
     kept_levels = sorted({num_blocks - len(s) for s in run.choice_sets})
@@ -516,11 +493,7 @@ def sweep_bundle(
         "config": run_config(
             run,
             options,
-            limit=limit,
-            batch_tokens=batch_tokens,
-            sleb=sleb,
-            sleb_samples=sleb_samples,
-            corpus=corpus,
+            settings,
             sweep=True,
             budgets=None if budgets is None else list(budgets),
             bench=bench,
@@ -535,6 +508,6 @@ def sweep_bundle(
     items = sum(len(o.item_ids) for o in run.outcomes.values())
     title = f"{run.base} ({run.record.get('dtype')}): {len(tasks)} tasks, {items} evaluation items"
     plot_curve(points, num_blocks, out.with_suffix(".png"), prefill, title=title)
-    log(text_curve(points))
-    log(f"wrote {out.with_suffix('.json')}, .md, .csv and .png ({report['seconds']:.0f} s)")
+    settings.log(text_curve(points))
+    settings.log(f"wrote {out.with_suffix('.json')}, .md, .csv and .png ({report['seconds']:.0f} s)")
     return report
