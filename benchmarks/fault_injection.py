@@ -53,84 +53,58 @@ def make_tiny_llm(folder: Path, num_layers: int = 12, hidden: int = 64) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ the commands
+def flags(options: dict) -> list[str]:
+    """``{"base": path, "limit": 16}`` as command-line words: ``["--base", "<path>", "--limit", "16"]``."""
+    return [word for name, value in options.items() for word in (f"--{name}", str(value))]
+
+
+def tiny_llm(inputs: dict) -> dict:
+    """The base model options of the jobs that load the tiny LLM."""
+    return {"base": inputs["llm"], "dtype": "float32"}
+
+
 def command(job: str, root: Path, out: Path, inputs: dict, size: str = "script") -> list[str]:
     """The command line of ``job`` writing under ``out``; ``inputs`` holds the tiny models and upstream outputs."""
     py = [sys.executable, "-m"]
     small = size == "test"
     if job == "candidates":
-        return [
-            *py,
-            "pudding.cli",
-            "candidates",
-            "--base",
-            str(inputs["llm"]),
-            "--dtype",
-            "float32",
-            "--device",
-            "cpu",
-            "--data_dir",
-            str(DATA),
-            "--tasks",
-            "piqa" if small else "piqa,boolq,arc_easy",
-            "--losses",
-            "likelihood,margin",
-            "--num_omit",
-            "3" if small else "5",
-            "--num_samples",
-            "4" if small else "16",
-            "--output",
-            str(out / "candidates.yaml"),
-            "--work_dir",
-            str(out / "search_work"),
-        ]
+        options = {
+            **tiny_llm(inputs),
+            "device": "cpu",
+            "data_dir": DATA,
+            "tasks": "piqa" if small else "piqa,boolq,arc_easy",
+            "losses": "likelihood,margin",
+            "num_omit": 3 if small else 5,
+            "num_samples": 4 if small else 16,
+            "output": out / "candidates.yaml",
+            "work_dir": out / "search_work",
+        }
+        return [*py, "pudding.cli", "candidates", *flags(options)]
     if job == "dataset":
-        return [
-            *py,
-            "pudding.cli",
-            "dataset",
-            "--candidates",
-            str(inputs["candidates"]),
-            "--base",
-            str(inputs["llm"]),
-            "--dtype",
-            "float32",
-            "--data_dir",
-            str(DATA),
-            "--tasks",
-            "piqa,boolq",
-            "--limit",
-            "16" if small else "48",
-            "--items_per_batch",
-            "4" if small else "8",
-            "--progress_every",
-            "-1",
-            "--output",
-            str(out / "router_dataset"),
-        ]
+        options = {
+            "candidates": inputs["candidates"],
+            **tiny_llm(inputs),
+            "data_dir": DATA,
+            "tasks": "piqa,boolq",
+            "limit": 16 if small else 48,
+            "items_per_batch": 4 if small else 8,
+            "progress_every": -1,
+            "output": out / "router_dataset",
+        }
+        return [*py, "pudding.cli", "dataset", *flags(options)]
     if job == "train":
-        return [
-            *py,
-            "pudding.train_cli",
-            "fit",
-            "--data.datasets",
-            str(inputs["dataset"]),
-            "--model.encoder",
-            str(inputs["encoder"]),
-            "--model.max_length",
-            "64",
-            "--model.warmup_steps",
-            "2",
-            "--data.batch_size",
-            "8",
-            "--trainer.max_epochs",
-            "2" if small else "6",
-            "--trainer.logger.init_args.save_dir",
-            str(out / "router"),
-            "--bundle",
-            str(out / "bundle"),
-            "--ckpt_path",
-            "last",
-        ]
+        options = {
+            "data.datasets": inputs["dataset"],
+            "model.encoder": inputs["encoder"],
+            "model.max_length": 64,
+            "model.warmup_steps": 2,
+            "data.batch_size": 8,
+            "trainer.max_epochs": 2 if small else 6,
+            "trainer.logger.init_args.save_dir": out / "router",
+            "bundle": out / "bundle",
+            "ckpt_path": "last",
+        }
+        return [*py, "pudding.train_cli", "fit", *flags(options)]
     raise ValueError(f"unknown job {job!r}")
 
 
