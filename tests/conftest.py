@@ -1,7 +1,9 @@
-"""Shared fixtures: the real default model (loaded once per session), its tokenizer, tiny random models."""
+"""Shared fixtures and helpers: the real default model (loaded once per session), its tokenizer, tiny random models
+and routers, tiny task files."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -49,41 +51,18 @@ def tiny_config(family: str, vocab_size: int, num_layers: int = 6):
     from transformers import AutoConfig
 
     common = dict(vocab_size=vocab_size, tie_word_embeddings=False)
-    if family == "opt":
-        return AutoConfig.for_model(
-            "opt",
-            hidden_size=32,
-            num_hidden_layers=num_layers,
-            num_attention_heads=4,
-            ffn_dim=64,
-            word_embed_proj_dim=32,
-            max_position_embeddings=512,
-            **common,
-        )
     if family == "gpt2":
         return AutoConfig.for_model("gpt2", n_embd=32, n_layer=num_layers, n_head=4, n_positions=512, **common)
-    if family == "gpt_neox":
-        return AutoConfig.for_model(
-            "gpt_neox",
-            hidden_size=32,
-            num_hidden_layers=num_layers,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=512,
-            **common,
-        )
-    extra = {"head_dim": 8} if family in ("gemma", "gemma2") else {}
-    return AutoConfig.for_model(
-        family,
-        hidden_size=32,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        **extra,
-        **common,
-    )
+    sizes = dict(hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=4, max_position_embeddings=512)
+    if family == "opt":
+        extra = dict(ffn_dim=64, word_embed_proj_dim=32)
+    elif family == "gpt_neox":
+        extra = dict(intermediate_size=64)
+    else:  # the Llama-like families, with grouped-query attention
+        extra = dict(num_key_value_heads=2, intermediate_size=64)
+        if family in ("gemma", "gemma2"):
+            extra["head_dim"] = 8
+    return AutoConfig.for_model(family, **sizes, **extra, **common)
 
 
 def tiny_model(family: str, vocab_size: int, num_layers: int = 6, seed: int = 0):
@@ -98,6 +77,47 @@ def tiny_model(family: str, vocab_size: int, num_layers: int = 6, seed: int = 0)
 def tiny_llama(tokenizer):
     """A 6-block random-init Llama sharing the default tokenizer's vocabulary."""
     return tiny_model("llama", len(tokenizer))
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory, tiny_llama, tokenizer) -> Path:
+    """:func:`tiny_llama` and the default tokenizer saved as a model folder (what ``--base`` takes), once a session."""
+    folder = tmp_path_factory.mktemp("tiny_llm")
+    tiny_llama.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def interrupted_after(real, calls: int):
+    """``real`` wrapped to raise KeyboardInterrupt (a kill mid-job) once it has run ``calls`` times."""
+    done = []
+
+    def wrapper(*args, **kwargs):
+        if len(done) == calls:
+            raise KeyboardInterrupt
+        done.append(1)
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+# ------------------------------------------------------------------------ tiny task data
+PIQA = [
+    ("How do I open a jar?", "Twist the lid counter-clockwise.", "Twist the lid with a hammer.", 0),
+    ("How to cool soup fast?", "Put it in the oven.", "Stir it in a bowl over ice.", 1),
+    ("How to dry wet shoes?", "Stuff them with newspaper.", "Fill them with water.", 0),
+    ("How to keep bread fresh?", "Leave it in the sun.", "Store it in a sealed bag.", 1),
+] * 3
+
+
+def write_piqa(root: Path, rows=PIQA, labels=None) -> Path:
+    """PIQA validation files of ``rows`` (goal, sol1, sol2, label) under ``root`` (``labels`` replaces theirs)."""
+    (root / "piqa").mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"goal": f"{g} ({i})", "sol1": a, "sol2": b}) for i, (g, a, b, _) in enumerate(rows)]
+    (root / "piqa" / "valid.jsonl").write_text("\n".join(lines) + "\n")
+    labels = [label for *_, label in rows] if labels is None else labels
+    (root / "piqa" / "valid-labels.lst").write_text("".join(f"{label}\n" for label in labels))
+    return root
 
 
 # ------------------------------------------------------------------------ tiny routers (router tests)
@@ -146,19 +166,45 @@ def tiny_dataset(path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: 
     return save_dataset(make_dataset(cols, len(sets)), meta, path)
 
 
-def module_with_data(setup: dict, **kwargs) -> tuple[RouterModule, RouterDataModule]:
-    """A RouterModule set up on ``setup``'s tiny dataset as ``trainer.fit`` would (K, names, best static known)."""
+def module_with_data(setup: dict, data: dict | None = None, **kwargs) -> tuple[RouterModule, RouterDataModule]:
+    """A RouterModule set up on ``setup``'s tiny dataset as ``trainer.fit`` would (K, names, best static known);
+    ``kwargs`` go to the module, ``data`` to the RouterDataModule (e.g. ``dense_choice``, ``val_fraction``)."""
     from lightning.pytorch import Trainer
 
     from pudding.router.module import RouterModule
     from pudding.routerdata import RouterDataModule
 
     module = RouterModule(encoder=str(setup["encoder"]), max_length=64, **kwargs)
-    data = RouterDataModule(datasets=str(setup["dataset"]), router=str(setup["encoder"]), max_length=64, batch_size=8)
+    datamodule = RouterDataModule(
+        datasets=str(setup["dataset"]), router=str(setup["encoder"]), max_length=64, batch_size=8, **(data or {})
+    )
     trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=1)
     trainer.strategy.connect(module)
-    trainer.datamodule = data  # what trainer.fit does before setup
+    trainer.datamodule = datamodule  # what trainer.fit does before setup
     module.trainer = trainer
-    data.trainer = trainer
+    datamodule.trainer = trainer
     module.setup("fit")
-    return module, data
+    return module, datamodule
+
+
+def draw_head(module: RouterModule, seed: int, bias: list[float]) -> None:
+    """Give the router's head random weights (seeded) and ``bias``: predictions that differ between prompts and
+    choices, with no choice always ahead."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        module.head.weight.normal_(0.0, 3.0)
+        module.head.bias.copy_(torch.tensor(bias))
+
+
+def routed_accuracy(model, items) -> float:
+    """Accuracy of a :class:`pudding.routed.model.PuddingModel` on ``items``, the reference way: route each item's
+    prompt, score its requests with the chosen set, judge."""
+    from pudding.evaluation import judge, split_scores
+
+    choices = model.router.route_texts([item.router_text for item in items])
+    right = []
+    for item, choice in zip(items, choices, strict=True):
+        scores = model.scorer.score(list(item.requests), omit=model.omission_sets[choice])
+        result = judge([item], split_scores([item], scores))[0]
+        right.append(result.pred == result.gold)
+    return sum(right) / len(right)

@@ -17,17 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, module_with_data, tiny_config, tiny_dataset, tiny_encoder
+from conftest import PIQA, REPO, module_with_data, tiny_config, tiny_dataset, tiny_encoder, write_piqa
 
 from pudding.cli import main as pudding
 from pudding.errors import PuddingError, run_command
 
-PIQA = [
-    ("How do I open a jar?", "Twist the lid counter-clockwise.", "Twist the lid with a hammer.", 0),
-    ("How to cool soup fast?", "Put it in the oven.", "Stir it in a bowl over ice.", 1),
-    ("How to dry wet shoes?", "Stuff them with newspaper.", "Fill them with water.", 0),
-    ("How to keep bread fresh?", "Leave it in the sun.", "Store it in a sealed bag.", 1),
-] * 3
 SENTINEL = "an earlier result that must survive\n"
 
 
@@ -37,15 +31,6 @@ def model_dir(tmp_path):
     path = tmp_path / "tiny"
     tiny_config("llama", vocab_size=128).save_pretrained(path)
     return path
-
-
-def write_piqa(root, rows=PIQA, labels=None):
-    (root / "piqa").mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"goal": f"{g} ({i})", "sol1": a, "sol2": b}) for i, (g, a, b, _) in enumerate(rows)]
-    (root / "piqa" / "valid.jsonl").write_text("\n".join(lines) + "\n")
-    labels = [label for *_, label in rows] if labels is None else labels
-    (root / "piqa" / "valid-labels.lst").write_text("".join(f"{label}\n" for label in labels))
-    return root
 
 
 @pytest.fixture
@@ -79,24 +64,30 @@ def no_model_load(monkeypatch):
             monkeypatch.setattr(module, "load_base", load_base)
 
 
-def fails(capsys, argv, *expected, output=None):
-    """Run ``pudding argv``; assert exit code 2, one stderr line ``pudding <cmd>: error: ...`` holding ``expected``,
-    and that ``output`` (written beforehand) is unchanged. Returns the line."""
+def one_error(capsys, main, prefix: str, argv, expected, output=None, ignore: tuple[str, ...] = ()) -> str:
+    """Run ``main(argv)``; assert exit code 2 and one stderr line (blank lines and lines starting with one of
+    ``ignore`` aside) that starts with ``prefix`` and holds each of ``expected``, and that ``output`` (written
+    beforehand) is unchanged. Returns the line."""
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(SENTINEL)
     with pytest.raises(SystemExit) as exc:
-        pudding([str(a) for a in argv])
+        main([str(a) for a in argv])
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("[pudding] dtype")]
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(ignore)]
     assert exc.value.code == 2, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"pudding {argv[0]}: error: "), lines[0]
+    assert len(lines) == 1 and lines[0].startswith(prefix), err
     for text in expected:
         assert str(text) in lines[0], (text, lines[0])
     if output is not None:
         assert output.read_text() == SENTINEL
     return lines[0]
+
+
+def fails(capsys, argv, *expected, output=None):
+    """``pudding argv`` fails with one line ``pudding <cmd>: error: ...`` (:func:`one_error`; the dtype note aside)."""
+    prefix = f"pudding {argv[0]}: error: "
+    return one_error(capsys, pudding, prefix, argv, expected, output, ignore=("[pudding] dtype",))
 
 
 def eval_args(model_dir, data_dir, *extra):
@@ -271,21 +262,8 @@ def train(capsys, argv, *expected, output=None, after_encoder_load=False):
     needs the data (``after_encoder_load``) comes after the encoder's weight-loading bar."""
     from pudding.train_cli import main as pudding_train
 
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(SENTINEL)
-    with pytest.raises(SystemExit) as exc:
-        pudding_train([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    if after_encoder_load:
-        lines = [line for line in lines if not line.startswith("Loading weights")]
-    assert exc.value.code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("pudding-train: error: "), err
-    for text in expected:
-        assert str(text) in lines[0], (text, lines[0])
-    if output is not None:
-        assert output.read_text() == SENTINEL
+    ignore = ("Loading weights",) if after_encoder_load else ()
+    one_error(capsys, pudding_train, "pudding-train: error: ", argv, expected, output, ignore)
 
 
 def test_router_dataset_missing_or_not_a_router_dataset(capsys, router, tmp_path, monkeypatch):

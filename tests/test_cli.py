@@ -6,17 +6,10 @@ import json
 
 import pytest
 import yaml
-from conftest import tiny_model
+from conftest import PIQA, tiny_model, write_piqa
 
 from pudding.cli import main as pudding
 from pudding.options import as_int_list, as_str_list
-
-PIQA = [
-    ("How do I open a jar?", "Twist the lid counter-clockwise.", "Twist the lid with a hammer.", 0),
-    ("How to cool soup fast?", "Put it in the oven.", "Stir it in a bowl over ice.", 1),
-    ("How to dry wet shoes?", "Stuff them with newspaper.", "Fill them with water.", 0),
-    ("How to keep bread fresh?", "Leave it in the sun.", "Store it in a sealed bag.", 1),
-] * 3
 
 
 def test_list_options():
@@ -38,12 +31,7 @@ def tiny_dir(tmp_path_factory, tokenizer):
 
 @pytest.fixture(scope="module")
 def piqa_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "piqa").mkdir()
-    rows = [json.dumps({"goal": f"{g} ({i})", "sol1": a, "sol2": b}) for i, (g, a, b, _) in enumerate(PIQA)]
-    (root / "piqa" / "valid.jsonl").write_text("\n".join(rows) + "\n")
-    (root / "piqa" / "valid-labels.lst").write_text("".join(f"{label}\n" for *_, label in PIQA))
-    return root
+    return write_piqa(tmp_path_factory.mktemp("data"))
 
 
 def _eval(tmp_path, tiny_dir, piqa_dir, *extra):

@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+from conftest import interrupted_after
 
 from pudding import outcomes as outcomes_module
 from pudding.evaluation import judge, split_scores
@@ -79,16 +80,8 @@ def test_cache_resumes_and_scores_only_what_is_missing(scorer, tmp_path, monkeyp
     items = make_items()
     whole = compute_outcomes(scorer, items, SETS, model_key="m", cache_dir=tmp_path / "a", chunk_items=4)
 
-    calls = []
     real = outcomes_module.run_paths
-
-    def killed_after_two_chunks(*args, **kwargs):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(outcomes_module, "run_paths", killed_after_two_chunks)
+    monkeypatch.setattr(outcomes_module, "run_paths", interrupted_after(real, calls=2))  # killed after two chunks
     with pytest.raises(KeyboardInterrupt):
         compute_outcomes(scorer, items, SETS, model_key="m", cache_dir=tmp_path / "b", chunk_items=4)
     assert len(list((tmp_path / "b").rglob("chunk-*.json"))) == 2 and not list((tmp_path / "b").rglob("*.tmp"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_router_train import module_with_data, tiny_dataset, tiny_encoder
+from conftest import module_with_data, routed_accuracy, tiny_dataset, tiny_encoder
 
 from pudding.models.omission import kept_blocks
 from pudding.routed.model import PuddingModel, group_by_choice
@@ -23,7 +23,7 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def routed(tmp_path_factory, tiny_llama, tokenizer) -> PuddingModel:
+def routed(tmp_path_factory, tiny_llm_dir) -> PuddingModel:
     root = tmp_path_factory.mktemp("routed")
     setup = {"encoder": tiny_encoder(root / "bert"), "dataset": tiny_dataset(root / "data")}
     module, _ = module_with_data(setup)
@@ -38,10 +38,9 @@ def routed(tmp_path_factory, tiny_llama, tokenizer) -> PuddingModel:
         module.head.weight.copy_(centred / centred.norm(dim=1, keepdim=True))
         module.head.bias.zero_()
     bundle = export_bundle(module, root / "bundle")
-    llm = root / "llm"
-    tiny_llama.save_pretrained(llm)
-    tokenizer.save_pretrained(llm)
-    return PuddingModel.from_pretrained(bundle, base=str(llm), device="cpu", dtype="float32", cache_dir=root / "c")
+    return PuddingModel.from_pretrained(
+        bundle, base=str(tiny_llm_dir), device="cpu", dtype="float32", cache_dir=root / "c"
+    )
 
 
 def test_prompts_are_routed_to_several_candidates_once_each(routed, monkeypatch):
@@ -145,7 +144,6 @@ def test_bundle_for_another_block_count_is_refused(routed, tmp_path):
 
 
 def test_eval_bundle_table_routed_row_equals_direct_scoring(routed, shared_data, tmp_path):
-    from pudding.evaluation import judge, split_scores
     from pudding.routed.evaluate import evaluate_bundle
     from pudding.tasks import DataOptions, eval_items
 
@@ -168,13 +166,7 @@ def test_eval_bundle_table_routed_row_equals_direct_scoring(routed, shared_data,
     assert set(report) >= {"results", "average", "omission_sets", "config", "seconds"}  # pudding eval's shape
     for task in ("piqa", "arc_easy"):
         items = eval_items(task, options)[0][:6]
-        choices = routed.router.route_texts([item.router_text for item in items])
-        right = []
-        for item, choice in zip(items, choices, strict=True):
-            scores = routed.scorer.score(list(item.requests), omit=routed.omission_sets[choice])
-            result = judge([item], split_scores([item], scores))[0]
-            right.append(result.pred == result.gold)
-        assert rows["routed"]["results"][task]["acc"] == pytest.approx(sum(right) / len(right))
+        assert rows["routed"]["results"][task]["acc"] == pytest.approx(routed_accuracy(routed, items))
         assert rows["oracle"]["results"][task]["acc"] >= rows["routed"]["results"][task]["acc"]
         assert sum(report["routing_histogram"][task]) == 6
     for suffix in (".json", ".md", ".csv", ".png"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import NAMES, SETS, tiny_dataset, tiny_encoder
+from conftest import NAMES, SETS, draw_head, module_with_data, tiny_dataset, tiny_encoder
 
 from pudding.errors import OptionError
 from pudding.router.budget import Calibration, choose, mean_kept, parse_budget, solve_lambda
@@ -28,31 +28,11 @@ PROMPTS = [
 BLOCKS = 6  # the tiny dataset's num_blocks; SETS omit 2 of them each, so with dense the choices keep 4 or 6
 
 
-def dense_module(setup: dict, val_fraction: float = 0.25, **data_kwargs):
-    """A RouterModule set up on the tiny dataset with the dense model as a choice, as ``trainer.fit`` would."""
-    from lightning.pytorch import Trainer
-
-    from pudding.router.module import RouterModule
-
-    module = RouterModule(encoder=str(setup["encoder"]), max_length=64)
-    data = RouterDataModule(
-        datasets=str(setup["dataset"]),
-        router=str(setup["encoder"]),
-        max_length=64,
-        batch_size=8,
-        val_fraction=val_fraction,
-        **{"dense_choice": True, **data_kwargs},
-    )
-    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=1)
-    trainer.strategy.connect(module)
-    trainer.datamodule = data
-    module.trainer = trainer
-    data.trainer = trainer
-    module.setup("fit")
-    torch.manual_seed(0)
-    with torch.no_grad():  # predictions that differ between prompts and choices, dense not always ahead
-        module.head.weight.normal_(0.0, 3.0)
-        module.head.bias.copy_(torch.tensor([0.0, 0.1, -0.1, 0.05, 0.3]))
+def dense_module(setup: dict):
+    """A RouterModule set up on the tiny dataset with the dense model as a choice, as ``trainer.fit`` would, its
+    head drawn so that predictions differ between prompts and choices, dense not always ahead."""
+    module, data = module_with_data(setup, data={"val_fraction": 0.25, "dense_choice": True})
+    draw_head(module, seed=0, bias=[0.0, 0.1, -0.1, 0.05, 0.3])
     return module, data
 
 
@@ -72,19 +52,11 @@ def bundle(setup) -> Path:
     return export_bundle(module, setup["root"] / "bundle", datamodule=data, budget=0.8)
 
 
-@pytest.fixture(scope="module")
-def llm(setup, tiny_llama, tokenizer) -> Path:
-    folder = setup["root"] / "llm"
-    tiny_llama.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def routed_model(bundle: Path, llm: Path, budget=None):
     from pudding.routed.model import PuddingModel
 
     return PuddingModel.from_pretrained(
-        bundle, base=str(llm), device="cpu", dtype="float32", cache_dir=llm.parent / "c", budget=budget
+        bundle, base=str(llm), device="cpu", dtype="float32", cache_dir=bundle.parent / "c", budget=budget
     )
 
 
@@ -286,8 +258,6 @@ def test_lambda_zero_picks_the_highest_predicted_score(bundle):
 
 
 def test_same_depth_router_refuses_a_budget_and_routes_as_before(setup, tmp_path):
-    from conftest import module_with_data
-
     module, data = module_with_data(setup)
     folder = export_bundle(module, tmp_path / "plain", datamodule=data)
     info = json.loads((folder / "router.json").read_text())
@@ -304,8 +274,8 @@ def test_same_depth_router_refuses_a_budget_and_routes_as_before(setup, tmp_path
 # ------------------------------------------------------------------------------------------- routed inference
 
 
-def test_budget_one_routes_everything_to_dense_and_scores_equal_the_dense_model(bundle, llm):
-    model = routed_model(bundle, llm, budget=1.0)
+def test_budget_one_routes_everything_to_dense_and_scores_equal_the_dense_model(bundle, tiny_llm_dir):
+    model = routed_model(bundle, tiny_llm_dir, budget=1.0)
     assert model.route(PROMPTS) == [4] * len(PROMPTS) and model.blocks_kept[4] == BLOCKS
     requests = [(p, c) for p in PROMPTS for c in (" yes", " no, not at all")]
     got = model.loglikelihood(requests)
@@ -318,8 +288,8 @@ def test_budget_one_routes_everything_to_dense_and_scores_equal_the_dense_model(
     assert model.generate(PROMPTS[:1], max_new_tokens=4, pad_token_id=0) == [text]
 
 
-def test_a_mixed_batch_gives_the_numbers_of_one_prompt_at_a_time(bundle, llm):
-    model = routed_model(bundle, llm)
+def test_a_mixed_batch_gives_the_numbers_of_one_prompt_at_a_time(bundle, tiny_llm_dir):
+    model = routed_model(bundle, tiny_llm_dir)
     assert model.budget == 0.8  # the bundle's default
     # calibrate on these very prompts so that half go to the dense model and half to a candidate (5 of 6 kept)
     preds = model.router.predict_texts(PROMPTS)
@@ -340,7 +310,7 @@ def test_a_mixed_batch_gives_the_numbers_of_one_prompt_at_a_time(bundle, llm):
     assert mixed == [model.generate([p], max_new_tokens=4)[0] for p in PROMPTS]
 
 
-def test_lm_eval_model_takes_budget_from_model_args(bundle, llm, monkeypatch):
+def test_lm_eval_model_takes_budget_from_model_args(bundle, tiny_llm_dir, monkeypatch):
     from lm_eval.api.instance import Instance
 
     import pudding  # noqa: F401  (registers the model)
@@ -352,7 +322,7 @@ def test_lm_eval_model_takes_budget_from_model_args(bundle, llm, monkeypatch):
 
     def spy(cls, *args, **kwargs):
         seen.update(kwargs)
-        return original(cls, *args, **{**kwargs, "base": str(llm), "cache_dir": llm.parent / "c"})
+        return original(cls, *args, **{**kwargs, "base": str(tiny_llm_dir), "cache_dir": bundle.parent / "c"})
 
     monkeypatch.setattr(PuddingModel, "from_pretrained", classmethod(spy))
     lm = PuddingLM.create_from_arg_string(f"bundle={bundle},budget=1.0,dtype=float32,device=cpu")
@@ -389,7 +359,7 @@ def test_eval_refuses_a_budget_without_a_bundle(capsys):
     ]
 
 
-def test_eval_bundle_with_a_budget_reports_depths_per_task(bundle, llm, shared_data, tmp_path):
+def test_eval_bundle_with_a_budget_reports_depths_per_task(bundle, tiny_llm_dir, shared_data, tmp_path):
     from pudding.routed.evaluate import evaluate_bundle
     from pudding.tasks import DataOptions, eval_items
 
@@ -399,7 +369,7 @@ def test_eval_bundle_with_a_budget_reports_depths_per_task(bundle, llm, shared_d
         ["piqa"],
         options,
         limit=8,
-        base=str(llm),
+        base=str(tiny_llm_dir),
         dtype="float32",
         device="cpu",
         outcomes_dir=tmp_path / "outcomes",
@@ -449,11 +419,23 @@ def test_zeroshot_callback_accepts_the_dense_choice_and_refuses_it_without(tmp_p
         callback.plan({**meta, "dense_choice": True}, [], [*SETS, []], torch.device("cpu"))
 
 
-def test_bench_under_budget_one_times_the_dense_model_and_records_the_depth(bundle, llm, tmp_path, capsys):
+def test_bench_under_budget_one_times_the_dense_model_and_records_the_depth(bundle, tiny_llm_dir, tmp_path, capsys):
     from pudding.cli import main
 
     out = tmp_path / "bench.json"
-    args = ["bench", "--bundle", str(bundle), "--base", str(llm), "--lengths", "8", "--repeats", "1", "--warmup", "0"]
+    args = [
+        "bench",
+        "--bundle",
+        str(bundle),
+        "--base",
+        str(tiny_llm_dir),
+        "--lengths",
+        "8",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+    ]
     main([*args, "--new_tokens", "2", "--dtype", "float32", "--device", "cpu", "--budget", "1.0", "--output", str(out)])
     report = json.loads(out.read_text())
     assert report["budget"] == 1.0 and report["budget_lambda"] == "-inf"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import NAMES, SETS, module_with_data, tiny_dataset, tiny_encoder  # noqa: F401 (re-exported)
+from conftest import NAMES, SETS, module_with_data, tiny_dataset, tiny_encoder
 
 from pudding.router.bundle import BundleError, export_bundle, load_bundle
 from pudding.router.module import RouterModelError

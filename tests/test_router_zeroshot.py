@@ -113,14 +113,11 @@ class FakeData(LightningDataModule):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_llama, tokenizer) -> dict:
+def setup(tmp_path_factory, tiny_llm_dir) -> dict:
     root = tmp_path_factory.mktemp("zeroshot")
-    model_dir = root / "model"
-    tiny_llama.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
     data = write_data(root / "data")
     meta = {
-        "base_model": str(model_dir),
+        "base_model": str(tiny_llm_dir),
         "dtype": "float32",
         "num_blocks": 6,
         "num_candidates": len(SETS),
@@ -132,7 +129,7 @@ def setup(tmp_path_factory, tiny_llama, tokenizer) -> dict:
         "split_seed": 0,
         "router_splits": {"arc_easy": "train", "boolq": "validation"},
     }
-    return {"root": root, "model": model_dir, "data": data, "meta": meta, "cache": root / "cache"}
+    return {"root": root, "model": tiny_llm_dir, "data": data, "meta": meta, "cache": root / "cache"}
 
 
 def callback(setup: dict, **kwargs) -> ZeroShotEvalCallback:

@@ -74,20 +74,17 @@ def write_data(root: Path, n: int = 30, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_setup(tmp_path_factory, tiny_llama, tokenizer) -> dict:
+def tiny_setup(tmp_path_factory, tiny_llm_dir) -> dict:
     """A saved 6-block random Llama, a candidate file for it (K=5), and tiny task data."""
     root = tmp_path_factory.mktemp("routerdata")
-    model_dir = root / "model"
-    tiny_llama.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
     cands = root / "candidates.yaml"
     CandidateSet(
-        base_model=str(model_dir),
+        base_model=str(tiny_llm_dir),
         num_blocks=6,
         num_omit=2,
         candidates=tuple(Candidate(omit=s, task="test", loss="hand") for s in SETS),
     ).save(cands)
-    return {"root": root, "model": model_dir, "candidates": cands, "data": write_data(root / "data")}
+    return {"root": root, "model": tiny_llm_dir, "candidates": cands, "data": write_data(root / "data")}
 
 
 def trainer(**kwargs) -> Trainer:

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import yaml
+from conftest import interrupted_after
 
 from pudding.candidates import Candidate, CandidateFileError, CandidateSet, load_candidates
 from pudding.errors import OptionError
@@ -193,23 +194,15 @@ def test_resume_after_interruption_gives_the_same_file(model, tokenizer, tmp_pat
     run_search(whole, base=base, items=_given_items(), log=quiet)
     expected = (tmp_path / "whole" / "candidates.yaml").read_bytes()
 
-    calls = []
     real = runs_module.greedy_search
-
-    def interrupted(*args, **kwargs):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real(*args, **kwargs)
-
     resumed = _options(tmp_path, "resumed")
-    monkeypatch.setattr(runs_module, "greedy_search", interrupted)
+    monkeypatch.setattr(runs_module, "greedy_search", interrupted_after(real, calls=2))
     with pytest.raises(KeyboardInterrupt):
         run_search(resumed, base=base, items=_given_items(), log=quiet)
     assert not (tmp_path / "resumed" / "candidates.yaml").exists()
     assert len([p for p in resumed.run_dir.glob("*.json") if not p.name.endswith(".partial.json")]) == 2
 
-    calls.clear()
+    calls = []
     monkeypatch.setattr(runs_module, "greedy_search", lambda *a, **k: calls.append(1) or real(*a, **k))
     lines: list[str] = []
     run_search(resumed, base=base, items=_given_items(), log=lines.append)

@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import routed_accuracy, tiny_dataset, tiny_model
 from test_routed_model import PROMPTS, rebuilt_without
-from test_router_train import tiny_dataset
 
 from pudding.models.adapters import get_layers
 from pudding.models.loading import load_base
@@ -23,12 +22,9 @@ SETS = [[1, 4], [2, 3], [2, 5], [3, 4]]  # none omits block 0: keep_first=1
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_llama, tokenizer) -> dict:
+def setup(tmp_path_factory, tiny_llm_dir) -> dict:
     root = tmp_path_factory.mktemp("self")
-    llm = root / "llm"
-    tiny_llama.save_pretrained(llm)
-    tokenizer.save_pretrained(llm)
-    return {"root": root, "llm": llm, "dataset": tiny_dataset(root / "data", n=24, sets=SETS)}
+    return {"root": root, "llm": tiny_llm_dir, "dataset": tiny_dataset(root / "data", n=24, sets=SETS)}
 
 
 def data_module(setup: dict) -> RouterDataModule:
@@ -240,7 +236,6 @@ def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
 
 
 def test_eval_bundle_accepts_a_self_bundle(setup, trained, shared_data, tmp_path):
-    from pudding.evaluation import judge, split_scores
     from pudding.routed.evaluate import evaluate_bundle
     from pudding.tasks import DataOptions, eval_items
 
@@ -263,14 +258,8 @@ def test_eval_bundle_accepts_a_self_bundle(setup, trained, shared_data, tmp_path
         trained["bundle"], base=str(setup["llm"]), device="cpu", dtype="float32", cache_dir=setup["root"] / "models"
     )
     items = eval_items("piqa", options)[0][:4]
-    choices = model.router.route_texts([item.router_text for item in items])
-    right = []
-    for item, choice in zip(items, choices, strict=True):
-        scores = model.scorer.score(list(item.requests), omit=model.omission_sets[choice])
-        result = judge([item], split_scores([item], scores))[0]
-        right.append(result.pred == result.gold)
     routed_name = next(name for name, kind in report["kinds"].items() if kind == "routed")
-    assert report["results"][routed_name]["piqa"]["acc"] == pytest.approx(sum(right) / len(right))
+    assert report["results"][routed_name]["piqa"]["acc"] == pytest.approx(routed_accuracy(model, items))
     assert sum(report["routing_histogram"]["piqa"]) == 4
 
 

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import tiny_dataset, tiny_encoder
+from conftest import draw_head, module_with_data, tiny_dataset, tiny_encoder
 
 from pudding.router.bundle import export_bundle
-from pudding.routerdata.datamodule import RouterDataModule
 
 BLOCKS = 6
 MULTI = [[1], [3], [1, 4], [2, 3], [1, 2, 4], [2, 3, 4]]
@@ -38,41 +36,17 @@ SERIES = {"dense", "sleb", "best_static", "fixed_router", "budget_router", "orac
 def multi_module(setup: dict):
     """A RouterModule on the multi-depth dataset with the dense model as a choice, set up as ``trainer.fit`` would,
     its head drawn so that predictions differ between prompts and choices."""
-    from lightning.pytorch import Trainer
-
-    from pudding.router.module import RouterModule
-
-    module = RouterModule(encoder=str(setup["encoder"]), max_length=64)
-    data = RouterDataModule(
-        datasets=str(setup["dataset"]),
-        router=str(setup["encoder"]),
-        max_length=64,
-        batch_size=8,
-        val_fraction=0.25,
-        dense_choice=True,
-    )
-    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=1)
-    trainer.strategy.connect(module)
-    trainer.datamodule = data
-    module.trainer = trainer
-    data.trainer = trainer
-    module.setup("fit")
-    torch.manual_seed(1)
-    with torch.no_grad():
-        module.head.weight.normal_(0.0, 3.0)
-        module.head.bias.copy_(torch.tensor([0.3, 0.2, 0.0, 0.1, -0.2, -0.1, 0.4]))
+    module, data = module_with_data(setup, data={"val_fraction": 0.25, "dense_choice": True})
+    draw_head(module, seed=1, bias=[0.3, 0.2, 0.0, 0.1, -0.2, -0.1, 0.4])
     return module, data
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_llama, tokenizer) -> dict:
+def setup(tmp_path_factory, tiny_llm_dir) -> dict:
     root = tmp_path_factory.mktemp("sweep")
-    llm = root / "llm"
-    tiny_llama.save_pretrained(llm)
-    tokenizer.save_pretrained(llm)
     setup = {
         "root": root,
-        "llm": llm,
+        "llm": tiny_llm_dir,
         "encoder": tiny_encoder(root / "bert"),
         "dataset": tiny_dataset(root / "data", n=240, sets=MULTI, names=MULTI_NAMES),
     }
@@ -87,6 +61,18 @@ def eval_args(setup: dict, shared_data: Path, output: Path, *extra) -> list[str]
     args += ["--tasks", ",".join(TASKS), "--limit", LIMIT, "--dtype", "float32", "--device", "cpu"]
     args += ["--outcomes_dir", setup["root"] / "outcomes", "--sleb_samples", 2, "--progress", "false"]
     return [str(a) for a in [*args, "--output", output, *extra]]
+
+
+def error_line(capsys, argv: list) -> str:
+    """Run ``pudding argv`` (a bad input): exit code 2 and one line on stderr, which is returned."""
+    from pudding.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exc.value.code == 2 and len(err) == 1, err
+    return err[0]
 
 
 def bench_file(path: Path, base: str, tokens: int = 128, omit=(1, 2, 4)) -> Path:
@@ -246,13 +232,8 @@ def test_a_bench_without_skipped_blocks_falls_back_to_the_share_of_blocks(tmp_pa
      ("nan", "'nan' is not a number"), ("-0.5", "'-0.5' is not a number")],
 )  # fmt: skip
 def test_bad_budgets_are_one_line_naming_the_option(setup, shared_data, capsys, value, shown, tmp_path):
-    from pudding.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(eval_args(setup, shared_data, tmp_path / "c.json", "--sweep", "true", "--budgets", value))
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert exc.value.code == 2 and len(err) == 1, err
-    assert err[0].startswith("pudding eval: error: option budgets: ") and shown in err[0], err[0]
+    line = error_line(capsys, eval_args(setup, shared_data, tmp_path / "c.json", "--sweep", "true", "--budgets", value))
+    assert line.startswith("pudding eval: error: option budgets: ") and shown in line, line
 
 
 @pytest.mark.parametrize(
@@ -265,42 +246,28 @@ def test_bad_budgets_are_one_line_naming_the_option(setup, shared_data, capsys, 
     ],
 )
 def test_bad_sweep_options_are_one_line(setup, shared_data, capsys, extra, shown, tmp_path):
-    from pudding.cli import main
-
     if "BENCH64" in extra:
         path = tmp_path / "b64.json"
         path.write_text(json.dumps({"base_model": "x", "lengths": [{"tokens": 64}]}))
         extra = [str(path) if e == "BENCH64" else e for e in extra]
-    with pytest.raises(SystemExit) as exc:
-        main(eval_args(setup, shared_data, tmp_path / "c.json", *extra))
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert exc.value.code == 2 and len(err) == 1 and shown in err[0], err
+    line = error_line(capsys, eval_args(setup, shared_data, tmp_path / "c.json", *extra))
+    assert shown in line, line
+
+
+def sweep_of(folder: Path) -> list:
+    """``pudding eval --sweep`` of the bundle ``folder`` on a base model that does not exist (none may load)."""
+    return ["eval", "--bundle", folder, "--base", "/nonexistent/model", "--sweep", "true", "--tasks", "piqa"]
 
 
 def test_a_sweep_of_a_bundle_with_one_depth_is_refused_before_any_model_loads(setup, tmp_path, capsys):
-    from conftest import module_with_data
-
-    from pudding.cli import main
-
     flat = {**setup, "dataset": tiny_dataset(tmp_path / "flat", n=48)}
     module, data = module_with_data(flat)
-    folder = export_bundle(module, tmp_path / "flat_bundle", datamodule=data)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(["eval", "--bundle", str(folder), "--base", "/nonexistent/model", "--sweep", "true", "--tasks", "piqa"])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert exc.value.code == 2 and len(err) == 1, err
-    assert "option sweep: every choice of router bundle" in err[0] and "keeps 4 of 6 blocks" in err[0]
+    line = error_line(capsys, sweep_of(export_bundle(module, tmp_path / "flat_bundle", datamodule=data)))
+    assert "option sweep: every choice of router bundle" in line and "keeps 4 of 6 blocks" in line
 
 
 def test_a_sweep_of_a_bundle_without_calibration_is_refused_before_any_model_loads(setup, tmp_path, capsys):
-    from pudding.cli import main
-
     module, _ = multi_module(setup)
     folder = export_bundle(module, tmp_path / "uncalibrated")  # no router data given: no calibration
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(["eval", "--bundle", str(folder), "--base", "/nonexistent/model", "--sweep", "true", "--tasks", "piqa"])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert exc.value.code == 2 and len(err) == 1, err
-    assert "option sweep: router bundle" in err[0] and "has no budget calibration" in err[0]
+    line = error_line(capsys, sweep_of(folder))
+    assert "option sweep: router bundle" in line and "has no budget calibration" in line
