@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -39,6 +40,7 @@ from pudding.routerdata import (
     transform_targets,
 )
 from pudding.routerdata.datamodule import split_items
+from pudding.routerdata.progress import pack_progress, unpack_progress
 from pudding.routerdata.scores import export_scores, rebuild_dataset
 from pudding.routerdata.store import make_dataset
 from pudding.scoring import Scorer
@@ -551,6 +553,144 @@ def test_release_folder_is_checked_against_its_manifest(tiny_setup, reference, t
     scores.write_bytes(scores.read_bytes() + b"x")
     with pytest.raises(ReleaseError, match="sha256 differs"):
         check_release(tmp_path / "rel")
+
+
+# ------------------------------------------------------------------------------------------- progress file
+PROGRESS_COLUMNS = ["chunk_id", "task", "index", "item_id", "scores", "dense_score"]
+
+
+def _reference_run(reference: Path) -> Path:
+    """The reference build's run dir (kept): ``build.json`` and every chunk's shard."""
+    return next(reference.with_name("ds.work").iterdir())
+
+
+def _lost_build(reference: Path, work: Path) -> tuple[Path, list[Path]]:
+    """A build interrupted after some chunks: the reference's build record and every other shard, in ``work``."""
+    src = _reference_run(reference)
+    run_dir = work / src.name
+    (run_dir / "shards").mkdir(parents=True)
+    shutil.copy(src / "build.json", run_dir / "build.json")
+    kept = sorted((src / "shards").glob("*.json"))[::2]
+    for path in kept:
+        shutil.copy(path, run_dir / "shards" / path.name)
+    return run_dir, kept
+
+
+def test_progress_file_carries_a_lost_build_to_the_uninterrupted_result(tiny_setup, reference, tmp_path, capsys):
+    run_dir, kept = _lost_build(reference, tmp_path / "lost.work")
+    all_chunks = sorted(p.stem for p in (_reference_run(reference) / "shards").glob("*.json"))
+    assert 0 < len(kept) < len(all_chunks)
+    state = tmp_path / "carried" / "state.parquet"
+    assert pack_progress(run_dir, state) == len(kept)
+    assert [p.name for p in state.parent.iterdir()] == ["state.parquet"]  # the name given; no temp file left
+
+    table = pq.read_table(state)
+    assert table.column_names == PROGRESS_COLUMNS  # ids and numbers only: no router text, no gold request
+    assert table.schema.field("scores").type == pa.list_(pa.float64(), len(SETS))
+    assert table.schema.field("dense_score").type == pa.float64()
+    assert sorted(set(table.column("chunk_id").to_pylist())) == [p.stem for p in kept]
+    record = json.loads((run_dir / "build.json").read_text())
+    info = json.loads(table.schema.metadata[b"pudding"])
+    assert (info["build_key"], info["identity"]) == (record["key"], record["identity"])
+
+    # the shards it gives back are byte for byte the ones the build wrote; existing ones are not rewritten
+    elsewhere = tmp_path / "elsewhere"
+    assert unpack_progress(state, elsewhere, record["key"]) == len(kept)
+    assert all((elsewhere / p.name).read_bytes() == p.read_bytes() for p in kept)
+    assert unpack_progress(state, elsewhere, record["key"]) == 0
+
+    shutil.rmtree(tmp_path / "lost.work")  # the machine is gone; the file travelled
+    out = build(tiny_setup, tmp_path / "resumed", progress=state)
+    log = capsys.readouterr().out
+    assert f"gave {len(kept)} chunks" in log and f"{len(kept)} chunks already scored" in log
+    assert columns(out) == columns(reference)  # bit for bit
+    assert not (tmp_path / "resumed.work").exists()
+    assert sorted(set(pq.read_table(state).column("chunk_id").to_pylist())) == all_chunks  # left in place, complete
+    assert f"left in place with all {len(all_chunks)} chunks" in log
+
+
+def test_progress_file_of_other_settings_or_damaged_is_refused_in_one_line(tiny_setup, reference, tmp_path):
+    state = tmp_path / "state.parquet"
+    pack_progress(_reference_run(reference), state)
+
+    def refused(path: Path, dtype: str = "float32", batch_tokens: int = 1024) -> str:
+        module = ScoringModule(candidates=str(tiny_setup["candidates"]), dtype=dtype, batch_tokens=batch_tokens)
+        data = ScoringDataModule(tasks=TASKS, data_dir=str(tiny_setup["data"]), items_per_batch=8)
+        with pytest.raises(RouterDataError) as info:
+            build_dataset(trainer(), module, data, tmp_path / "out", progress=path)
+        message = str(info.value)
+        assert "\n" not in message and str(path) in message
+        assert not list((tmp_path / "out.work").glob("*/shards/*.json"))  # nothing written from a refused file
+        return message
+
+    message = refused(state, dtype="bfloat16", batch_tokens=512)
+    assert "belongs to another build" in message
+    assert "dtype float32 there, bfloat16 here" in message and "batch_tokens 1024 there, 512 here" in message
+
+    text = tmp_path / "notes.parquet"
+    text.write_text("chunk 3 done\n")
+    assert "not a whole Parquet file" in refused(text)
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    assert "not a whole Parquet file" in refused(cut)
+    scores = export_scores(reference, tmp_path / "scores.parquet")
+    assert "not a pudding progress file" in refused(scores)
+    table = pq.read_table(state)
+    ids = table.column("item_id").to_pylist()
+    ids[0] = "someone-else"
+    damaged = tmp_path / "damaged.parquet"
+    pq.write_table(table.set_column(3, "item_id", pa.array(ids)), damaged)
+    assert "does not hold the items" in refused(damaged)
+
+
+def test_progress_file_is_rewritten_while_scoring(tiny_setup, reference, tmp_path, monkeypatch):
+    import pudding.routerdata.progress as progress
+
+    saves = []
+
+    def counted(run_dir, path):
+        saves.append(real(run_dir, path))
+        return saves[-1]
+
+    real = progress.pack_progress
+    monkeypatch.setattr(progress, "pack_progress", counted)
+    n = len(list((_reference_run(reference) / "shards").glob("*.json")))
+    state = tmp_path / "state.parquet"
+    build(tiny_setup, tmp_path / "ds", progress=state, progress_save_every=0)
+    assert saves == [*range(1, n + 1), n]  # after every chunk, then once more after scoring
+    assert len(set(pq.read_table(state).column("chunk_id").to_pylist())) == n
+    saves.clear()
+    build(tiny_setup, tmp_path / "ds2", progress=tmp_path / "state2.parquet", progress_save_every=3600)
+    assert saves == [n]  # no save was due while scoring: only the final one
+
+
+def test_pack_progress_option_packs_a_build_without_loading_a_model(
+    tiny_setup, reference, tmp_path, monkeypatch, capsys
+):
+    import pudding.routerdata.module as scoring_module
+    from pudding.commands.dataset import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("no model may be loaded")
+
+    monkeypatch.setattr(scoring_module, "load_base", no_model)
+    args = ["--candidates", str(tiny_setup["candidates"]), "--tasks", TASKS, "--data_dir", str(tiny_setup["data"])]
+    args += ["--items_per_batch", "8", "--dtype", "float32", "--trainer.accelerator", "cpu"]
+    state = tmp_path / "state.parquet"
+    main([*args, "--output", str(reference), "--pack_progress", str(state)])  # the reference's shards are kept
+    n = len(list((_reference_run(reference) / "shards").glob("*.json")))
+    assert len(set(pq.read_table(state).column("chunk_id").to_pylist())) == n
+    main([*args, "--output", str(tmp_path / "ds"), "--progress", str(state)])  # every chunk given: nothing scored
+    assert columns(tmp_path / "ds") == columns(reference)
+
+    for extra, wanted in (
+        (["--output", str(tmp_path / "none"), "--pack_progress", str(tmp_path / "x.parquet")], "no build of these"),
+        (["--progress", str(state), "--progress_save_every", "-1"], "option progress_save_every"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([*args, *extra])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and wanted in err and err.count("\n") == 1, err
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,11 @@ Under DDP Lightning starts the other processes by re-running this command line, 
 ``python -m pudding.cli dataset ...``), not from another Python program with a different ``sys.argv``. With
 ``--trainer.num_nodes`` > 1 the work dir must be on a file system all nodes share; global rank 0 writes the output.
 
+With ``--progress FILE`` the build's finished chunks are also kept in one small Parquet file (item ids and scores,
+no benchmark text) that can be committed: a machine that starts over resumes from it. ``--pack_progress FILE`` writes
+that file for a build of the same options already running without it, and exits (see
+:mod:`pudding.routerdata.progress`).
+
 With ``--scores FILE`` nothing is scored: the released scores (no benchmark text) are joined with the router text
 read from ``data_dir`` into the same dataset the full build writes (see :mod:`pudding.routerdata.scores`).
 """
@@ -29,10 +34,10 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
 from pudding.checks import check_output, resolve_base
-from pudding.errors import run_command
+from pudding.errors import OptionError, run_command
 from pudding.option_groups import ModelOptions, OutputOptions, ScoringOptions, TaskOptions
 from pudding.options import build_options, check_positive, options_parser
-from pudding.routerdata.build import build_dataset, print_headroom, say
+from pudding.routerdata.build import build_dataset, pack_build, print_headroom, say
 from pudding.routerdata.module import ScoringModule
 from pudding.routerdata.scores import rebuild_dataset
 from pudding.routerdata.store import load_router_dataset
@@ -81,6 +86,15 @@ class DatasetOptions(OutputOptions, ScoringOptions, TaskOptions, ModelOptions):
         work_dir: Folder for the resumable shards; null means ``<output>.work``.
         keep_shards: Keep the shard files after the dataset is assembled (they are deleted by default).
         progress_every: Seconds between progress lines (negative: only the final summary).
+        progress: A progress file (Parquet; chunk ids, item ids and float64 scores, no benchmark text) that carries
+            a build across machines: before scoring, its chunks become shards of the work dir; while scoring it is
+            rewritten from the shards on disk (every ``progress_save_every`` seconds, and once scoring ends); once
+            the dataset is written it is left in place, holding every chunk (a build given it then scores nothing;
+            delete it when done). Commit it to resume elsewhere. A file of other settings is refused. Null: none.
+            Not part of the build key.
+        progress_save_every: Seconds between rewrites of the progress file while scoring (0: after every chunk).
+        pack_progress: Write the progress file of the build these options name (its finished shards in the work
+            dir, e.g. of a run started without ``progress``) to this path and exit; no model is loaded.
     """
 
     output: str = "checkpoints/router_dataset"
@@ -92,10 +106,16 @@ class DatasetOptions(OutputOptions, ScoringOptions, TaskOptions, ModelOptions):
     work_dir: str | None = None
     keep_shards: bool = False
     progress_every: float = 30.0
+    progress: str | None = None
+    progress_save_every: float = 600.0
+    pack_progress: str | None = None
 
     def check(self) -> None:
         check_positive(self.limit, "limit")
         check_positive(self.items_per_batch, "items_per_batch")
+        check_positive(self.progress_save_every, "progress_save_every", minimum=0)
+        if self.scores and (self.progress or self.pack_progress):
+            raise OptionError("options scores and progress/pack_progress exclude each other: --scores scores nothing")
 
 
 def build_parser() -> LightningArgumentParser:
@@ -155,6 +175,10 @@ def run(argv: list[str]) -> None:
     )
     data.load()  # every task's files read and parsed before the model loads
     trainer = Trainer(**init.trainer)
+    if opts.pack_progress:
+        run_dir, count = pack_build(trainer, module, data, opts.output, opts.pack_progress, work_dir=opts.work_dir)
+        say(f"packed {count} of {len(data.chunks)} chunks of {run_dir} into {opts.pack_progress}")
+        return
     build_dataset(
         trainer,
         module,
@@ -164,6 +188,8 @@ def run(argv: list[str]) -> None:
         overwrite=opts.overwrite,
         keep_shards=opts.keep_shards,
         progress_every=opts.progress_every,
+        progress=opts.progress,
+        progress_save_every=opts.progress_save_every,
     )
 
 

@@ -11,6 +11,10 @@ Flow (every rank runs it; Lightning launches the ranks inside ``trainer.predict`
 4. After a barrier, rank 0 checks that every chunk has its shard, assembles rows in task order then source order,
    and saves the dataset atomically to ``output``; then the shard folder is deleted unless ``keep_shards``.
 
+With ``progress`` (a file path), rank 0 first turns that file's chunks into shards, rewrites it from the shards on
+disk while scoring and once more after the barrier, and leaves it in place (see :mod:`pudding.routerdata.progress`):
+a build whose work dir is lost resumes from the file. It is not part of the build key.
+
 Because chunk composition is fixed (see :mod:`pudding.routerdata.units`), a DDP run, a resumed run and a single
 uninterrupted run feed every item to the model in the same batch, so their numbers agree exactly, provided the
 floating-point kernels themselves are deterministic on the hardware (they are on CPU in our tests).
@@ -33,6 +37,7 @@ from pudding.errors import OptionError, OutputError
 from pudding.io import atomic_write_json
 from pudding.routerdata.headroom import headroom, headroom_table
 from pudding.routerdata.module import ScoringModule
+from pudding.routerdata.progress import Expected, ProgressSaver, pack_progress, unpack_progress
 from pudding.routerdata.store import (
     DATASET_FORMAT,
     META_FILE,
@@ -44,7 +49,7 @@ from pudding.routerdata.store import (
     save_dataset,
 )
 from pudding.routerdata.units import ScoringDataModule, items_digest
-from pudding.routerdata.writer import SHARD_FORMAT, ShardWriter, shard_path
+from pudding.routerdata.writer import ShardWriter, finished_chunks, shard_path
 from pudding.tasks.partition import router_split
 
 
@@ -66,19 +71,37 @@ def default_work_dir(output: str | Path) -> Path:
     return output.with_name(output.name + ".work")
 
 
-def finished_chunks(shard_dir: Path, key: str) -> set[str]:
-    """Chunk ids whose shard exists and carries this build's key (a stray foreign shard is not trusted)."""
-    done = set()
-    if not shard_dir.is_dir():
-        return done
-    for path in shard_dir.glob("*.json"):
-        try:
-            shard = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # unreadable: score that chunk again
-        if shard.get("key") == key and shard.get("format") == SHARD_FORMAT:
-            done.add(path.stem)
-    return done
+def run_dir_of(work: Path, key: str) -> Path:
+    """A build's own folder in the work dir: ``build.json`` and ``shards/``."""
+    return work / key[:16]
+
+
+def expected_rows(data: ScoringDataModule) -> Expected:
+    """Per chunk: its task and its rows' ``(index, item_id)`` in shard order, to check a progress file against."""
+    return {c.chunk_id: (c.task, [(i, data.items[c.task][i].item_id) for i in c.indices]) for c in data.chunks}
+
+
+def pack_build(
+    trainer: Trainer,
+    module: ScoringModule,
+    data: ScoringDataModule,
+    output: str | Path,
+    path: str | Path,
+    work_dir: str | Path | None = None,
+) -> tuple[Path, int]:
+    """``--pack_progress``: pack the finished shards of the build these settings name; no model is loaded.
+
+    Returns the build's run dir and the number of chunks packed.
+    """
+    work = Path(work_dir) if work_dir is not None else default_work_dir(output)
+    data.load()
+    key, _ = build_key(module, data, trainer.strategy.root_device.type)
+    run_dir = run_dir_of(work, key)
+    if not (run_dir / "build.json").is_file():
+        others = sorted(p.parent.name for p in work.glob("*/build.json"))
+        held = f"it holds builds {others} of other settings" if others else "it holds no build"
+        raise RouterDataError(f"no build of these settings (key {key[:16]}) in work dir {work}: {held}")
+    return run_dir, pack_progress(run_dir, path)
 
 
 def assemble(module: ScoringModule, data: ScoringDataModule, shard_dir: Path, key: str) -> dict[str, list]:
@@ -151,10 +174,13 @@ def build_dataset(
     overwrite: bool = False,
     keep_shards: bool = False,
     progress_every: float = 30.0,
+    progress: str | Path | None = None,
+    progress_save_every: float = 600.0,
 ) -> Path | None:
     """Score every pending chunk with ``trainer.predict`` and assemble the dataset; returns its path on rank 0.
 
     Other ranks return None once their share is written. An ``output`` built with the same key is left as is.
+    ``progress``: a progress file to seed shards from and to keep up to date (every ``progress_save_every`` s).
     """
     started = time.perf_counter()
     if str(trainer.precision) not in ("32-true", "32"):
@@ -167,7 +193,7 @@ def build_dataset(
     device_type = trainer.strategy.root_device.type
     data.load()
     key, identity = build_key(module, data, device_type)
-    run_dir = work / key[:16]
+    run_dir = run_dir_of(work, key)
     shard_dir = run_dir / "shards"
 
     if output.exists():
@@ -188,6 +214,13 @@ def build_dataset(
 
     for note in data.notes.values():
         say(note)
+    progress = Path(progress) if progress is not None else None
+    if progress is not None and trainer.is_global_zero:  # the other ranks start later, or follow rank 0's list
+        if progress.exists():
+            given = unpack_progress(progress, shard_dir, key, identity=identity, expected=expected_rows(data))
+            say(f"progress file {progress} gave {given} chunks not yet in {shard_dir}")
+        else:
+            say(f"progress file {progress} does not exist yet; it is written while scoring")
     done = finished_chunks(shard_dir, key)
     pending = [c for c in data.chunks if c.chunk_id not in done]
     todo_items = sum(len(c.indices) for c in pending)
@@ -198,9 +231,13 @@ def build_dataset(
     if trainer.is_global_zero:
         atomic_write_json(run_dir / "build.json", {"key": key, "identity": identity})
 
+    saver = None
+    if progress is not None and trainer.is_global_zero:
+        saver = ProgressSaver(run_dir, progress, progress_save_every)
     if pending:
         data.pending = [c.chunk_id for c in pending]
-        trainer.callbacks.append(ShardWriter(shard_dir, key, todo_items, progress_every))
+        after_write = saver.maybe_save if saver is not None else None
+        trainer.callbacks.append(ShardWriter(shard_dir, key, todo_items, progress_every, after_write=after_write))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             trainer.predict(module, datamodule=data, return_predictions=False)
@@ -208,6 +245,7 @@ def build_dataset(
     if not trainer.is_global_zero:
         return None
 
+    saved = saver.save() if saver is not None else None  # every chunk, unless the save failed (it said so)
     columns = assemble(module, data, shard_dir, key)
     dataset = make_dataset(columns, len(module.omission_sets))
     meta = make_meta(module, data, key, identity, len(dataset))
@@ -217,6 +255,8 @@ def build_dataset(
         if work.is_dir() and not any(work.iterdir()):
             work.rmdir()
     say(f"wrote {output} ({len(dataset)} rows, K={meta['num_candidates']}; metadata in {output / META_FILE})")
+    if saved is not None:
+        say(f"progress file {progress} is left in place with all {saved} chunks: a build given it scores nothing")
     say(f"done in {time.perf_counter() - started:.1f} s")
     print_headroom(dataset, meta)
     return output

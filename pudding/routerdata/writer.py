@@ -6,7 +6,9 @@ shards, and a restart simply skips the chunks whose shard exists. The writer als
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,24 @@ def shard_path(shard_dir: Path, chunk_id: str) -> Path:
     return shard_dir / f"{chunk_id}.json"
 
 
+def read_shard(path: Path, key: str) -> dict | None:
+    """The shard at ``path`` if it is whole and carries this build's key, else None (a stray one is not trusted)."""
+    try:
+        shard = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # unreadable: score that chunk again
+    if isinstance(shard, dict) and shard.get("key") == key and shard.get("format") == SHARD_FORMAT:
+        return shard
+    return None
+
+
+def finished_chunks(shard_dir: Path, key: str) -> set[str]:
+    """Chunk ids whose shard exists and carries this build's key."""
+    if not shard_dir.is_dir():
+        return set()
+    return {path.stem for path in shard_dir.glob("*.json") if read_shard(path, key) is not None}
+
+
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
@@ -31,15 +51,24 @@ class ShardWriter(BasePredictionWriter):
     """Prediction writer: one JSON shard per work unit, named after the chunk, tagged with the build key.
 
     ``total_items`` is the number of items this run must score (all ranks together); rank 0 estimates the time left
-    from its own speed, assuming the other ranks go as fast.
+    from its own speed, assuming the other ranks go as fast. ``after_write``, if given, is called on rank 0 after
+    each of its shards is written (the progress file's saver: see :mod:`pudding.routerdata.progress`).
     """
 
-    def __init__(self, shard_dir: str | Path, key: str, total_items: int, progress_every: float = 30.0) -> None:
+    def __init__(
+        self,
+        shard_dir: str | Path,
+        key: str,
+        total_items: int,
+        progress_every: float = 30.0,
+        after_write: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(write_interval="batch")
         self.shard_dir = Path(shard_dir)
         self.key = key
         self.total_items = total_items
         self.progress_every = progress_every
+        self.after_write = after_write
         self.done_items = 0
         self.done_chunks = 0
         self._start = 0.0
@@ -63,10 +92,14 @@ class ShardWriter(BasePredictionWriter):
         atomic_write_json(shard_path(self.shard_dir, prediction["chunk_id"]), shard)
         self.done_items += len(prediction["rows"])
         self.done_chunks += 1
+        if not trainer.is_global_zero:
+            return
         now = time.perf_counter()
-        if trainer.is_global_zero and self.progress_every >= 0 and now - self._last >= self.progress_every:
+        if self.progress_every >= 0 and now - self._last >= self.progress_every:
             self._last = now
             self._report(trainer, now)
+        if self.after_write is not None:
+            self.after_write()
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
