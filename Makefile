@@ -53,13 +53,16 @@ data: setup
 
 # The release's inputs made from scratch, in float32 (hours on a CPU without AMX). The search writes the tracked
 # candidate file checkpoints/release/candidates.yaml (skipped once it exists: delete it to search again); its per-run
-# files go to checkpoints/release/search_runs/. Both stages resume where they stopped. On a CPU with AMX or a GPU,
-# RELEASE_DTYPE=bfloat16 is ~3.6x faster (and starts afresh: run files and datasets are keyed by dtype).
+# files go to checkpoints/release/search_runs/. Both stages resume where they stopped; the router-data build also
+# from the tracked progress file checkpoints/release/build_progress.parquet (scores of finished chunks, no text) on
+# another machine (commit it now and then). On a CPU with AMX or a GPU, RELEASE_DTYPE=bfloat16 is ~3.6x faster (and
+# starts afresh: run files and datasets are keyed by dtype).
 RELEASE_DTYPE ?= float32
 RELEASE_CANDIDATES := checkpoints/release/candidates.yaml
+RELEASE_PROGRESS := checkpoints/release/build_progress.parquet
 release-build: setup $(RELEASE_CANDIDATES)
 	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR) --dtype $(RELEASE_DTYPE) \
-		--candidates $(RELEASE_CANDIDATES) --trainer.devices 2 --trainer.strategy ddp
+		--candidates $(RELEASE_CANDIDATES) --trainer.devices 2 --trainer.strategy ddp --progress $(RELEASE_PROGRESS)
 
 $(RELEASE_CANDIDATES):
 	$(VENV)/bin/pudding candidates --config configs/candidates.yaml --data_dir $(DATA_DIR) --dtype $(RELEASE_DTYPE) \
@@ -68,6 +71,7 @@ $(RELEASE_CANDIDATES):
 # Package this machine's candidate file and router dataset as checkpoints/release/ (see configs/release.yaml).
 release: setup
 	$(VENV)/bin/pudding release --config configs/release.yaml --overwrite true
+	rm -f $(RELEASE_PROGRESS)   # the scores are in the release now
 
 # The whole routed flow on the defaults in about 15 minutes on a 2-core CPU, from the released candidates and scores:
 # router data (seconds), a short router fit, routed evaluation (per-task limit), a short bench. Everything goes under
