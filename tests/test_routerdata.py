@@ -291,8 +291,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_setup, reference_on
     )
     out = tmp_path / "killed"
     proc = cli(tiny_setup, out, "--trainer.callbacks+=slow_callback.Slow", pythonpath=str(tmp_path))
-    deadline = time.time() + 120
+    # waits only as long as the start takes; generous because a loaded machine can take minutes to import and load
+    deadline = time.time() + 600
     while time.time() < deadline and len(list((tmp_path / "killed.work").glob("*/shards/*.json"))) < 2:
+        assert proc.poll() is None, "the build ended before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
