@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pudding.io import atomic_write_bytes, atomic_write_json
+from pudding.routerdata.scores import META_KEY, read_tagged_parquet
 from pudding.routerdata.store import RouterDataError
 from pudding.routerdata.writer import SHARD_FORMAT, finished_chunks, read_shard, shard_path
 
 PROGRESS_FORMAT = "pudding-router-progress/1"
-META_KEY = b"pudding"
 COLUMNS = ("chunk_id", "task", "index", "item_id", "scores", "dense_score")
 BUILD_FILE = "build.json"
 
@@ -108,24 +108,7 @@ def pack_progress(run_dir: str | Path, path: str | Path) -> int:
 
 def read_progress(path: str | Path) -> tuple[pa.Table, dict]:
     """The rows of a progress file and its metadata; a one-line error naming ``path`` when it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise RouterDataError(f"progress file {path} does not exist")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise RouterDataError(f"progress file {path}: not a whole Parquet file ({exc})") from None
-    raw = (table.schema.metadata or {}).get(META_KEY)
-    try:
-        info = json.loads(raw) if raw else {}
-    except json.JSONDecodeError as exc:
-        raise RouterDataError(f"progress file {path}: its pudding metadata is not valid JSON ({exc})") from None
-    if not isinstance(info, dict) or info.get("format") != PROGRESS_FORMAT:
-        found = info.get("format") if isinstance(info, dict) else None
-        raise RouterDataError(
-            f"{path} is not a pudding progress file (format {found!r}, want {PROGRESS_FORMAT}; "
-            "`pudding dataset --progress` writes them)"
-        )
+    table, info = read_tagged_parquet(path, "progress", PROGRESS_FORMAT, "`pudding dataset --progress`")
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise RouterDataError(f"progress file {path}: columns {missing} are missing")

@@ -63,28 +63,37 @@ def export_scores(dataset_dir: str | Path, output: str | Path) -> Path:
     return output
 
 
-def read_scores(path: str | Path) -> tuple[pa.Table, dict]:
-    """The scores table and the dataset metadata it carries; a clear error when ``path`` is not a scores file."""
+def read_tagged_parquet(path: str | Path, kind: str, fmt: str, made_by: str) -> tuple[pa.Table, dict]:
+    """A Parquet file pudding wrote (a scores or progress file): the table and its ``pudding`` metadata, which must
+    have format ``fmt``. Anything else is a one-line :class:`RouterDataError` naming the ``kind`` of file and ``path``.
+    """
     path = Path(path)
     if not path.is_file():
-        raise RouterDataError(f"scores file {path} does not exist")
+        raise RouterDataError(f"{kind} file {path} does not exist")
     try:
         table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise RouterDataError(f"{path}: not a Parquet scores file ({exc})") from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise RouterDataError(f"{kind} file {path}: not a whole Parquet file ({exc})") from None
     raw = (table.schema.metadata or {}).get(META_KEY)
     try:
         info = json.loads(raw) if raw else {}
     except json.JSONDecodeError as exc:
-        raise RouterDataError(f"{path}: its pudding metadata is not valid JSON ({exc})") from exc
-    if info.get("format") != SCORES_FORMAT:
+        raise RouterDataError(f"{kind} file {path}: its pudding metadata is not valid JSON ({exc})") from None
+    found = info.get("format") if isinstance(info, dict) else None
+    if found != fmt:
         raise RouterDataError(
-            f"{path}: not a pudding scores file (format {info.get('format')!r}, want {SCORES_FORMAT})"
+            f"{path} is not a pudding {kind} file (format {found!r}, want {fmt}; {made_by} writes them)"
         )
+    return table, info
+
+
+def read_scores(path: str | Path) -> tuple[pa.Table, dict]:
+    """The scores table and the dataset metadata it carries; a clear error when ``path`` is not a scores file."""
+    table, info = read_tagged_parquet(path, "scores", SCORES_FORMAT, "`pudding release`")
     meta = info["dataset_meta"]
     missing = {"task", "item_id", "scores", "dense_score"} - set(table.column_names)
     if missing:
-        raise RouterDataError(f"{path}: columns {sorted(missing)} are missing")
+        raise RouterDataError(f"scores file {path}: columns {sorted(missing)} are missing")
     return table, meta
 
 
