@@ -255,6 +255,26 @@ def test_second_run_reuses_the_cache_without_loading_the_model(setup, first_run,
     assert [len(items) for items in cb.items.values()] == [LIMIT - 3, LIMIT - 3]
 
 
+def test_outcomes_progress_file_carries_the_outcomes_to_a_fresh_machine(setup, first_run, tmp_path, monkeypatch):
+    from pudding.outcomes_pack import read_outcomes_pack
+
+    progress = tmp_path / "progress.parquet"
+    dirs = dict(cache_dir=tmp_path / "table1", outcomes_dir=str(tmp_path / "shards1"), outcomes_progress=str(progress))
+    fit(setup, callback(setup, **dirs), max_epochs=1)
+    table, info = read_outcomes_pack(progress)
+    assert info["shards"] == len(TASKS) and table.num_rows == len(TASKS) * LIMIT * (len(SETS) + 1)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an outcome was scored again although the progress file holds it")
+
+    monkeypatch.setattr(outcomes, "run_paths", refuse)
+    dirs = dict(cache_dir=tmp_path / "table2", outcomes_dir=str(tmp_path / "shards2"), outcomes_progress=str(progress))
+    cb = callback(setup, **dirs)
+    fit(setup, cb, max_epochs=1)
+    assert cb.references == first_run[0].references and cb.history == first_run[0].history[:1]
+    assert callback(setup).outcomes_progress is None  # off unless asked for
+
+
 def test_every_n_epochs_is_respected(setup, first_run, monkeypatch):
     monkeypatch.setattr(zeroshot, "load_base", lambda *a, **k: pytest.fail("cache should be hit"))
     cb = callback(setup, every_n_epochs=2)

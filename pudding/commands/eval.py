@@ -57,6 +57,10 @@ class EvalOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, Mod
         sleb_samples: Texts per task pooled for SLEB's perplexity (router items, never evaluation items).
         corpus: A text file (blank-line separated paragraphs) for SLEB's perplexity instead of the pooled text.
         outcomes_dir: With ``bundle``: where per-item outcomes and the SLEB search are kept (a killed run resumes).
+        outcomes_progress: With ``bundle``: an outcomes progress file (one Parquet file, item ids and predicted
+            choices only: no text, no gold labels) that carries ``outcomes_dir``'s finished work across machines.
+            When it exists it seeds ``outcomes_dir`` before any scoring; it is rewritten from ``outcomes_dir`` as
+            chunks finish (at most every 5 minutes), after each task and after SLEB. None: no such file.
         budget: With ``bundle``: compute budget, the target mean fraction of blocks kept in (0, 1]: each prompt goes
             to the choice with the best predicted score + λ × blocks omitted, λ calibrated on the router's validation
             rows. None: the bundle's default (plain argmax unless it records one); ``argmax``: plain argmax. Needs a
@@ -84,6 +88,7 @@ class EvalOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, Mod
     sleb_samples: int = 16
     corpus: str | None = None
     outcomes_dir: str = "checkpoints/outcomes"
+    outcomes_progress: str | None = None
     budget: float | str | None = None
     sweep: bool = False
     budgets: list[float] | str | None = None
@@ -110,6 +115,10 @@ class EvalOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, Mod
         check_positive(self.sleb_samples, "sleb_samples")
         if self.candidates and self.omit:
             raise OptionError("options omit and candidates exclude each other: --candidates evaluates its own sets")
+        if self.outcomes_progress is not None and self.bundle is None:
+            raise OptionError("option outcomes_progress keeps a bundle evaluation's outcomes: give --bundle too")
+        if self.outcomes_progress is not None and Path(self.outcomes_progress).is_dir():
+            raise OptionError(f"option outcomes_progress: {self.outcomes_progress} is a folder, give a file")
         if self.bundle is not None and (self.candidates or self.omit):
             raise OptionError("option bundle evaluates the bundle's own candidates; drop --candidates and --omit")
 

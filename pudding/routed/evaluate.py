@@ -32,6 +32,7 @@ from pudding.io import atomic_write_json, atomic_write_text
 from pudding.models.adapters import get_layers
 from pudding.models.loading import DEFAULT_CACHE_DIR, load_base
 from pudding.outcomes import DEFAULT_OUTCOMES_DIR, Outcomes, compute_outcomes, model_key
+from pudding.outcomes_pack import OutcomesSaver
 from pudding.routed.table import (
     build_rows,
     csv_table,
@@ -139,6 +140,9 @@ class BundleSettings:
         batch_tokens: Upper bound on rows × padded length per forward pass (memory knob; results do not change).
         cache_dir: Where de-quantised GGUF weights are cached.
         outcomes_dir: Where per-item outcomes and the SLEB search are kept (a killed run resumes).
+        outcomes_progress: An outcomes progress file (:mod:`pudding.outcomes_pack`): when it exists it seeds
+            ``outcomes_dir`` before any scoring, and it is rewritten from ``outcomes_dir`` as chunks finish, after each
+            task and after SLEB, so a killed run's finished chunks travel in one file (no text, no gold labels).
         sleb: Add SLEB (one task-agnostic set per candidate depth from the greedy search on perplexity).
         sleb_samples: Texts per task pooled for SLEB's perplexity (router items, never evaluation items).
         corpus: A text file (blank-line separated paragraphs) for SLEB's perplexity instead of the pooled text.
@@ -152,6 +156,7 @@ class BundleSettings:
     batch_tokens: int = 1024
     cache_dir: str | Path = DEFAULT_CACHE_DIR
     outcomes_dir: str | Path = DEFAULT_OUTCOMES_DIR
+    outcomes_progress: str | Path | None = None
     sleb: bool = True
     sleb_samples: int = 16
     corpus: str | None = None
@@ -190,6 +195,10 @@ def prepare_bundle(
     meta_path = bundle_dir / "dataset_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     check_split(meta, options)
+    saver = None
+    if settings.outcomes_progress is not None:
+        saver = OutcomesSaver(settings.outcomes_dir, settings.outcomes_progress, log=log)
+        saver.seed()  # a bad file fails here, before any model loads
     items_by_task = {}
     for task in tasks:
         items, note = eval_items(task, options)
@@ -215,8 +224,16 @@ def prepare_bundle(
         corpus, sleb_dir = settings.corpus, Path(settings.outcomes_dir) / "sleb"
         texts = sleb_texts(tasks, options, settings.sleb_samples, corpus=corpus)
         log(f"SLEB baseline: greedy perplexity search on {len(texts)} texts ({corpus or 'pooled router text'})")
-        result = sleb_search(scorer, texts, cset.num_omit, key, cache_dir=sleb_dir, log=log)
+
+        def sleb_log(line: str) -> None:
+            log(line)
+            if saver is not None:
+                saver.maybe_save()  # a long search's finished steps travel too
+
+        result = sleb_search(scorer, texts, cset.num_omit, key, cache_dir=sleb_dir, log=sleb_log)
         sleb_by_depth = sleb_sets(result, cset.depths)
+        if saver is not None:
+            saver.save()
 
     outcomes = {}
     for task, items in items_by_task.items():
@@ -224,8 +241,12 @@ def prepare_bundle(
 
         def progress(done: int, total: int, scored: int, task: str = task) -> None:
             log(f"{task}: chunk {done}/{total} ({scored} sets scored, the rest from the cache)")
+            if saver is not None:
+                saver.maybe_save()
 
         outcomes[task] = compute_outcomes(scorer, items, wanted, key, settings.outcomes_dir, on_chunk=progress)
+        if saver is not None:
+            saver.save()
 
     preds = {task: router.predict_texts([item.router_text for item in items]) for task, items in items_by_task.items()}
     return BundleRun(

@@ -51,6 +51,7 @@ from pudding.outcomes import (
     model_key,
     set_key,
 )
+from pudding.outcomes_pack import OutcomesSaver
 from pudding.router.static import best_static_index
 from pudding.routerdata.store import read_meta
 from pudding.scoring import Scorer
@@ -189,6 +190,9 @@ class ZeroShotEvalCallback(Callback):
         cache_dir: Where the outcome table is kept (a later run with the same key loads it without the LLM).
         outcomes_dir: Where the resumable per-chunk outcome shards are kept; shared with ``pudding eval --bundle``,
             which reuses them for the same items.
+        outcomes_progress: An outcomes progress file (as ``pudding eval --outcomes_progress``; item ids and predicted
+            choices only): when the outcomes are computed it seeds ``outcomes_dir`` if it exists, and it is rewritten
+            from ``outcomes_dir`` as chunks finish and after each task. None: no such file.
         model_cache_dir: Where de-quantised GGUF weights are cached (as in ``pudding eval``).
         router_fraction: Share of each validation split reserved for router data; None: the router dataset's value.
             Only change it if the dataset's metadata lacks it: another value would evaluate on router data.
@@ -209,6 +213,7 @@ class ZeroShotEvalCallback(Callback):
         batch_tokens: int = 1024,
         cache_dir: str = DEFAULT_ZEROSHOT_CACHE,
         outcomes_dir: str = DEFAULT_OUTCOMES_DIR,
+        outcomes_progress: str | None = None,
         model_cache_dir: str = str(DEFAULT_CACHE_DIR),
         router_fraction: float | None = None,
         split_seed: int | None = None,
@@ -232,6 +237,7 @@ class ZeroShotEvalCallback(Callback):
         self.batch_tokens = batch_tokens
         self.cache_dir = Path(cache_dir)
         self.outcomes_dir = Path(outcomes_dir)
+        self.outcomes_progress = None if outcomes_progress is None else Path(outcomes_progress)
         self.model_cache_dir = model_cache_dir
         self.router_fraction = router_fraction
         self.split_seed = split_seed
@@ -370,6 +376,12 @@ class ZeroShotEvalCallback(Callback):
     ) -> dict:
         """Score the dense model and every candidate on the items once, then free the LLM."""
         rank_zero_info(f"[zeroshot] computing outcomes of {len(sets)} candidates + dense with {base} ({dtype})")
+        saver = None
+        if self.outcomes_progress is not None:
+            saver = OutcomesSaver(
+                self.outcomes_dir, self.outcomes_progress, log=lambda s: rank_zero_info(f"[zeroshot] {s}")
+            )
+            saver.seed()
         lm = load_base(base, dtype=dtype, device=str(device), cache_dir=self.model_cache_dir)
         try:
             scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=self.batch_tokens)
@@ -384,6 +396,8 @@ class ZeroShotEvalCallback(Callback):
 
                 def progress(done: int, total: int, scored: int, task: str = task) -> None:
                     rank_zero_info(f"[zeroshot] {task}: chunk {done}/{total} ({scored} sets scored)")
+                    if saver is not None:
+                        saver.maybe_save()
 
                 outcomes[task] = compute_outcomes(
                     scorer,
@@ -394,6 +408,8 @@ class ZeroShotEvalCallback(Callback):
                     chunk_items=self.chunk_items,
                     on_chunk=progress,
                 )
+                if saver is not None:
+                    saver.save()
             self.share_llm(pl_module, lm)
             return outcomes
         finally:
