@@ -12,7 +12,7 @@ searches (``num_omit: [3, 5, 7]``, names ``task/loss@3``): a greedy search remov
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -272,6 +272,20 @@ def candidates_from_runs(path: str | Path, depths: Sequence[int]) -> CandidateSe
                 f"{path}: search.runs[{i}] ({run['task']}/{run['loss']}) removed {len(run['omit'])} blocks, "
                 f"fewer than depth {max(depths)}"
             )
+    search = {**source.search, "derived_from": {"file": str(path), "sha256": file_hash(path)}}
+    return CandidateSet(
+        base_model=source.base_model,
+        num_blocks=source.num_blocks,
+        num_omit=max(depths),
+        candidates=candidates_at_depths(runs, depths),
+        search=search,
+    )
+
+
+def candidates_at_depths(runs: Sequence[Mapping], depths: Sequence[int]) -> tuple[Candidate, ...]:
+    """Each run's candidate at each depth: its first ``d`` removals with their step losses (``runs`` hold ``task``,
+    ``loss``, ``omit`` in removal order and ``step_losses``, as ``search.runs`` does). Depth order, then run order;
+    runs that reached the same set at a depth are merged (:func:`merge_identical`)."""
     candidates = [
         Candidate(
             omit=tuple(run["omit"][:depth]),
@@ -282,14 +296,7 @@ def candidates_from_runs(path: str | Path, depths: Sequence[int]) -> CandidateSe
         for depth in sorted(depths)
         for run in runs
     ]
-    search = {**source.search, "derived_from": {"file": str(path), "sha256": file_hash(path)}}
-    return CandidateSet(
-        base_model=source.base_model,
-        num_blocks=source.num_blocks,
-        num_omit=max(depths),
-        candidates=tuple(merge_identical(candidates)),
-        search=search,
-    )
+    return tuple(merge_identical(candidates))
 
 
 def file_hash(path: str | Path) -> str:

@@ -23,11 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pudding.candidates import (
-    Candidate,
     CandidateFileError,
     CandidateSet,
+    candidates_at_depths,
     candidates_from_runs,
-    merge_identical,
 )
 from pudding.checks import check_output
 from pudding.errors import OptionError
@@ -411,11 +410,7 @@ def build_candidate_set(
     Candidates are in depth order, then run order. ``dtype`` is :func:`dtype_record` of the model searched with
     (default: the ``dtype`` option as given).
     """
-    candidates = [
-        Candidate(omit=tuple(r.omit[:depth]), task=r.task, loss=r.loss, step_losses=tuple(r.step_losses[:depth]))
-        for depth in opts.depths
-        for r in records
-    ]
+    runs = [r.summary() for r in records]
     search = {
         "method": "greedy (SLEB-style): remove the block whose removal gives the lowest loss, num_omit times",
         **(dict(dtype) if dtype is not None else {"dtype": opts.dtype}),
@@ -430,12 +425,12 @@ def build_candidate_set(
         "split_seed": opts.split_seed,
         "corpus": opts.corpus,
         "samples": dict(notes),
-        "runs": [r.summary() for r in records],
+        "runs": runs,
     }
     return CandidateSet(
         base_model=opts.base,
         num_blocks=num_blocks,
         num_omit=opts.max_depth,
-        candidates=tuple(merge_identical(candidates)),
+        candidates=candidates_at_depths(runs, opts.depths),
         search=search,
     )
