@@ -44,6 +44,19 @@ SWEEP_BUDGETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 """Budgets of the summary table a bundle's router.json holds (0.05 to 1.0)."""
 
 
+def _fraction(value: object) -> float | None:
+    """``value`` (a number, or a string holding one) as a float in (0, 1]; None when it is not one."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    return number if number is not None and math.isfinite(number) and 0.0 < number <= 1.0 else None
+
+
 def parse_budget(value: object, option: str = "budget") -> float | str | None:
     """A budget option: None (the bundle's default), ``argmax`` (plain argmax), or a number in (0, 1].
 
@@ -54,15 +67,8 @@ def parse_budget(value: object, option: str = "budget") -> float | str | None:
         return None
     if isinstance(value, str) and value.strip().lower() == ARGMAX:
         return ARGMAX
-    number = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            number = None
-    if number is None or not math.isfinite(number) or not 0.0 < number <= 1.0:
+    number = _fraction(value)
+    if number is None:
         raise OptionError(
             f"option {option}: {value!r} is not a number in (0, 1] (the target mean fraction of blocks kept) "
             f"or {ARGMAX!r}"
@@ -90,15 +96,8 @@ def parse_budgets(value: object, option: str = "budgets") -> list[float] | None:
         )
     budgets = []
     for part in parts:
-        number = None
-        if isinstance(part, (int, float)) and not isinstance(part, bool):
-            number = float(part)
-        elif isinstance(part, str):
-            try:
-                number = float(part)
-            except ValueError:
-                number = None
-        if number is None or not math.isfinite(number) or not 0.0 < number <= 1.0:
+        number = _fraction(part)
+        if number is None:
             raise OptionError(
                 f"option {option}: {part!r} is not a number in (0, 1] (a target mean fraction of blocks kept)"
             )
