@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pudding.errors import OptionError
@@ -51,7 +50,7 @@ from pudding.io import atomic_write_json, atomic_write_text
 from pudding.outcomes import Outcomes
 from pudding.plots import pyplot, save_figure
 from pudding.routed.evaluate import BundleRun, BundleSettings, prepare_bundle, run_config
-from pudding.routed.table import routed_results, spread_results, static_row
+from pudding.routed.table import depth_counts, routed_results, spread_results, static_row
 from pudding.router.budget import lambda_text
 from pudding.tasks import DataOptions, get_task
 
@@ -236,8 +235,7 @@ def _static_point(series: str, label: str, outcomes, omit, num_blocks: int, dept
 
 def _kept_counts(choices: dict[str, Sequence[int]], kept: Sequence[int]) -> dict[str, int]:
     """Items per blocks kept, pooled over tasks, shallowest first."""
-    picked = np.concatenate([np.asarray(kept, dtype=int)[np.asarray(c, dtype=int)] for c in choices.values()])
-    return {str(int(d)): int((picked == d).sum()) for d in np.unique(picked)}
+    return depth_counts([c for picks in choices.values() for c in picks], kept)
 
 
 def restricted_argmax(preds: torch.Tensor, columns: Sequence[int]) -> torch.Tensor:

@@ -166,14 +166,15 @@ def routing_histogram(choices: dict[str, Sequence[int]], num_candidates: int) ->
     }
 
 
+def depth_counts(picks: Sequence[int], blocks_kept: Sequence[int]) -> dict[str, int]:
+    """How many of ``picks`` (choice indices) go to each depth: ``{blocks kept: items}``, shallowest first."""
+    depths = np.asarray(blocks_kept, dtype=int)[np.asarray(picks, dtype=int)]
+    return {str(int(d)): int((depths == d).sum()) for d in np.unique(depths)}
+
+
 def depth_histogram(choices: dict[str, Sequence[int]], blocks_kept: Sequence[int]) -> dict[str, dict[str, int]]:
     """Per task, how many items the router sent to each depth: ``{task: {blocks kept: items}}``, shallowest first."""
-    kept = np.asarray(blocks_kept, dtype=int)
-    out = {}
-    for task, picks in choices.items():
-        depths = kept[np.asarray(picks, dtype=int)]
-        out[task] = {str(int(d)): int((depths == d).sum()) for d in np.unique(depths)}
-    return out
+    return {task: depth_counts(picks, blocks_kept) for task, picks in choices.items()}
 
 
 def depth_lines(histogram: dict[str, dict[str, int]]) -> str:
