@@ -49,7 +49,7 @@ from pudding.routerdata.store import (
     save_dataset,
 )
 from pudding.routerdata.units import ScoringDataModule, items_digest
-from pudding.routerdata.writer import ShardWriter, finished_chunks, shard_path
+from pudding.routerdata.writer import BUILD_FILE, SHARDS, ShardWriter, finished_chunks, shard_path
 from pudding.tasks.partition import router_split
 
 
@@ -97,8 +97,8 @@ def pack_build(
     data.load()
     key, _ = build_key(module, data, trainer.strategy.root_device.type)
     run_dir = run_dir_of(work, key)
-    if not (run_dir / "build.json").is_file():
-        others = sorted(p.parent.name for p in work.glob("*/build.json"))
+    if not (run_dir / BUILD_FILE).is_file():
+        others = sorted(p.parent.name for p in work.glob(f"*/{BUILD_FILE}"))
         held = f"it holds builds {others} of other settings" if others else "it holds no build"
         raise RouterDataError(f"no build of these settings (key {key[:16]}) in work dir {work}: {held}")
     return run_dir, pack_progress(run_dir, path)
@@ -194,7 +194,7 @@ def build_dataset(
     data.load()
     key, identity = build_key(module, data, device_type)
     run_dir = run_dir_of(work, key)
-    shard_dir = run_dir / "shards"
+    shard_dir = run_dir / SHARDS
 
     if output.exists():
         try:
@@ -229,7 +229,7 @@ def build_dataset(
         f"{len(data.chunks) - len(pending)} chunks already scored in {run_dir}, {todo_items} items to score"
     )
     if trainer.is_global_zero:
-        atomic_write_json(run_dir / "build.json", {"key": key, "identity": identity})
+        atomic_write_json(run_dir / BUILD_FILE, {"key": key, "identity": identity})
 
     saver = None
     if progress is not None and trainer.is_global_zero:

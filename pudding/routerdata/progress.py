@@ -24,14 +24,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pudding.io import atomic_write_bytes, atomic_write_json
+from pudding.io import atomic_write_bytes
 from pudding.routerdata.scores import META_KEY, read_tagged_parquet
 from pudding.routerdata.store import RouterDataError
-from pudding.routerdata.writer import SHARD_FORMAT, finished_chunks, read_shard, shard_path
+from pudding.routerdata.writer import BUILD_FILE, SHARDS, finished_chunks, read_shard, shard_path, write_shard
 
 PROGRESS_FORMAT = "pudding-router-progress/1"
 COLUMNS = ("chunk_id", "task", "index", "item_id", "scores", "dense_score")
-BUILD_FILE = "build.json"
 
 Expected = Mapping[str, tuple[str, Sequence[tuple[int, str]]]]
 """Per chunk id: its task and its rows' ``(index, item_id)``, in shard order (what the current settings make)."""
@@ -57,7 +56,7 @@ def pack_progress(run_dir: str | Path, path: str | Path) -> int:
     """
     run_dir, path = Path(run_dir), Path(path)
     key, identity = read_build(run_dir)
-    shard_dir = run_dir / "shards"
+    shard_dir = run_dir / SHARDS
     shards = [s for p in sorted(shard_dir.glob("*.json")) if (s := read_shard(p, key)) is not None]
     if not shards:
         raise RouterDataError(f"{shard_dir}: no finished shard of build {key[:16]} to pack into {path}")
@@ -205,8 +204,7 @@ def unpack_progress(
     for chunk_id, (task, rows) in chunks.items():
         if chunk_id in done:
             continue
-        shard = {"format": SHARD_FORMAT, "key": key, "chunk_id": chunk_id, "task": task, "rows": rows}
-        atomic_write_json(shard_path(shard_dir, chunk_id), shard)
+        write_shard(shard_dir, key, chunk_id, task, rows)
         written += 1
     return written
 

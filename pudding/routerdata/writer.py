@@ -17,10 +17,20 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from pudding.io import atomic_write_json
 
 SHARD_FORMAT = 1
+BUILD_FILE = "build.json"
+"""In a build's run dir (``<work_dir>/<key[:16]>``): the full build key and the identity it hashes."""
+SHARDS = "shards"
+"""In a build's run dir: the folder of its shards."""
 
 
 def shard_path(shard_dir: Path, chunk_id: str) -> Path:
     return shard_dir / f"{chunk_id}.json"
+
+
+def write_shard(shard_dir: Path, key: str, chunk_id: str, task: str, rows: list[dict]) -> None:
+    """Write one chunk's shard atomically: its rows, tagged with the build key (whole or not at all)."""
+    shard = {"format": SHARD_FORMAT, "key": key, "chunk_id": chunk_id, "task": task, "rows": rows}
+    atomic_write_json(shard_path(shard_dir, chunk_id), shard)
 
 
 def read_shard(path: Path, key: str) -> dict | None:
@@ -88,8 +98,7 @@ class ShardWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        shard = {"format": SHARD_FORMAT, "key": self.key, **prediction}
-        atomic_write_json(shard_path(self.shard_dir, prediction["chunk_id"]), shard)
+        write_shard(self.shard_dir, self.key, prediction["chunk_id"], prediction["task"], prediction["rows"])
         self.done_items += len(prediction["rows"])
         self.done_chunks += 1
         if not trainer.is_global_zero:
