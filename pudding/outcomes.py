@@ -92,6 +92,11 @@ def cache_key(scorer: Scorer, model_key: str, items: Sequence[Item], chunk_items
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def shard_path(cache_dir: str | Path, task: str, key: str, chunk: int) -> Path:
+    """Where chunk ``chunk`` of ``task``'s outcomes under cache ``key`` lives (the progress file unpacks to it)."""
+    return Path(cache_dir) / task / key[:16] / f"chunk-{chunk:05d}.json"
+
+
 def _read_shard(path: Path, key: str) -> dict[str, list[list[int]]]:
     if not path.is_file():
         return {}
@@ -123,16 +128,13 @@ def compute_outcomes(
     task = items[0].task if items else ""
     keys = list(dict.fromkeys(set_key(omit) for omit in omission_sets))
     paths = {k: tuple(kept_blocks([int(b) for b in k.split(",") if b], scorer.num_blocks)) for k in keys}
-    shard_dir = None
-    if cache_dir is not None:
-        key = cache_key(scorer, model_key, items, chunk_items)
-        shard_dir = Path(cache_dir) / task / key[:16]
+    key = cache_key(scorer, model_key, items, chunk_items) if cache_dir is not None else ""
     pred = {k: np.zeros(len(items), dtype=np.int64) for k in keys}
     pred_norm = {k: np.zeros(len(items), dtype=np.int64) for k in keys}
     starts = range(0, len(items), chunk_items)
     for n, lo in enumerate(starts):
         chunk = items[lo : lo + chunk_items]
-        path = shard_dir / f"chunk-{n:05d}.json" if shard_dir is not None else None
+        path = shard_path(cache_dir, task, key, n) if cache_dir is not None else None
         known = _read_shard(path, key) if path is not None else {}
         missing = [k for k in keys if k not in known]
         if missing:

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pudding.errors import PuddingError
-from pudding.io import atomic_write_bytes, atomic_write_json
+from pudding.io import atomic_write_json
+from pudding.outcomes import shard_path
+from pudding.tagged_parquet import read_tagged_parquet, write_tagged_parquet
 
 PACK_FORMAT = "pudding-outcomes-progress/1"
-META_KEY = b"pudding"  # the key pudding's tagged Parquet files keep their metadata under
 COLUMNS = ("task", "key", "chunk", "item_id", "set_key", "pred", "pred_norm")
 SLEB_DIR = "sleb"
 SAVE_EVERY = 300.0
@@ -71,10 +71,6 @@ class UnpackCounts:
 
 
 # ------------------------------------------------------------------------------------------------ shards on disk
-
-
-def _shard_path(cache_dir: Path, task: str, key: str, chunk: int) -> Path:
-    return cache_dir / task / key[:16] / f"chunk-{chunk:05d}.json"
 
 
 def _load_shard(path: Path) -> dict | None:
@@ -150,10 +146,10 @@ def pack_outcomes(cache_dir: str | Path, path: str | Path) -> PackCounts:
     cols: dict[str, list] = {name: [] for name in COLUMNS}
     preds: list[list[list[int]]] = []
     shards = 0
-    for shard_path in sorted(cache_dir.glob("*/*/chunk-*.json")):
-        task, folder = shard_path.parent.parent.name, shard_path.parent.name
-        match = _CHUNK.fullmatch(shard_path.name)
-        shard = _load_shard(shard_path)
+    for found in sorted(cache_dir.glob("*/*/chunk-*.json")):
+        task, folder = found.parent.parent.name, found.parent.name
+        match = _CHUNK.fullmatch(found.name)
+        shard = _load_shard(found)
         if task == SLEB_DIR or not _TASK.fullmatch(task) or match is None or shard is None:
             continue
         if shard["key"][:16] != folder:
@@ -190,10 +186,7 @@ def pack_outcomes(cache_dir: str | Path, path: str | Path) -> PackCounts:
         else:
             sleb[sleb_path.name] = record
     info = {"format": PACK_FORMAT, "shards": shards, "sleb": sleb}
-    table = table.replace_schema_metadata({META_KEY: json.dumps(info, sort_keys=True).encode()})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", compression_level=9)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    write_tagged_parquet(path, table, info, compression="zstd", compression_level=9)
     return PackCounts(shards, table.num_rows, len(sleb), tuple(left_out))
 
 
@@ -203,13 +196,9 @@ def pack_outcomes(cache_dir: str | Path, path: str | Path) -> PackCounts:
 def read_outcomes_pack(path: str | Path) -> tuple[pa.Table, dict]:
     """The rows and metadata of an outcomes progress file; a one-line :class:`OutcomesPackError` naming ``path``
     when it is missing, damaged or not one."""
-    from pudding.routerdata.scores import read_tagged_parquet  # heavy package: imported only when a file is read
-    from pudding.routerdata.store import RouterDataError
-
-    try:
-        table, info = read_tagged_parquet(path, "outcomes progress", PACK_FORMAT, "`pudding eval --outcomes_progress`")
-    except RouterDataError as exc:
-        raise OutcomesPackError(str(exc)) from None
+    table, info = read_tagged_parquet(
+        path, "outcomes progress", PACK_FORMAT, "`pudding eval --outcomes_progress`", OutcomesPackError
+    )
     where = f"outcomes progress file {path}"
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
@@ -267,7 +256,7 @@ def unpack_outcomes(path: str | Path, cache_dir: str | Path) -> UnpackCounts:
         sleb[name] = record
     written = merged = unchanged = 0
     for (task, key, chunk), shard in shards.items():
-        target = _shard_path(cache_dir, task, key, chunk)
+        target = shard_path(cache_dir, task, key, chunk)
         present = _load_shard(target) if target.is_file() else None
         if present is not None and present["key"] == key and present["item_ids"] == shard["item_ids"]:
             lacking = {k: v for k, v in shard["sets"].items() if k not in present["sets"]}

@@ -210,8 +210,9 @@ def test_existing_output_needs_overwrite(capsys, model_dir, data_dir, tmp_path):
 
 def test_nan_only_router_scores(capsys, data_dir, tmp_path):
     from pudding.candidates import file_hash
-    from pudding.routerdata.scores import META_KEY, SCORES_FORMAT
+    from pudding.routerdata.scores import SCORES_FORMAT
     from pudding.routerdata.units import items_digest
+    from pudding.tagged_parquet import META_KEY
     from pudding.tasks import DataOptions, router_items
 
     cands = write_candidates(tmp_path / "c.yaml", "tiny")

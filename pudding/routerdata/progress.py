@@ -22,12 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pudding.io import atomic_write_bytes
-from pudding.routerdata.scores import META_KEY, read_tagged_parquet
 from pudding.routerdata.store import RouterDataError
 from pudding.routerdata.writer import BUILD_FILE, SHARDS, finished_chunks, read_shard, shard_path, write_shard
+from pudding.tagged_parquet import read_tagged_parquet, write_tagged_parquet
 
 PROGRESS_FORMAT = "pudding-router-progress/1"
 COLUMNS = ("chunk_id", "task", "index", "item_id", "scores", "dense_score")
@@ -91,23 +89,23 @@ def pack_progress(run_dir: str | Path, path: str | Path) -> int:
         "num_candidates": k,
         "chunks": len(shards),
     }
-    table = table.replace_schema_metadata({META_KEY: json.dumps(info, sort_keys=True).encode()})
-    sink = pa.BufferOutputStream()
-    pq.write_table(
+    write_tagged_parquet(
+        path,
         table,
-        sink,
+        info,
         compression="zstd",
         compression_level=9,
         use_dictionary=["chunk_id", "task"],
         use_byte_stream_split=["scores.list.element", "dense_score"],  # float bytes compress far better split
     )
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
     return len(shards)
 
 
 def read_progress(path: str | Path) -> tuple[pa.Table, dict]:
     """The rows of a progress file and its metadata; a one-line error naming ``path`` when it is not one."""
-    table, info = read_tagged_parquet(path, "progress", PROGRESS_FORMAT, "`pudding dataset --progress`")
+    table, info = read_tagged_parquet(
+        path, "progress", PROGRESS_FORMAT, "`pudding dataset --progress`", RouterDataError
+    )
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise RouterDataError(f"progress file {path}: columns {missing} are missing")

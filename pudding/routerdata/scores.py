@@ -14,16 +14,13 @@ and gold request), so a changed task file is refused rather than silently paired
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pudding.candidates import file_hash
 from pudding.errors import OutputError
-from pudding.io import atomic_write_bytes
 from pudding.routerdata.store import (
     RouterDataError,
     load_router_dataset,
@@ -31,10 +28,10 @@ from pudding.routerdata.store import (
     save_dataset,
 )
 from pudding.routerdata.units import items_digest
+from pudding.tagged_parquet import read_tagged_parquet, write_tagged_parquet
 from pudding.tasks import DataOptions, TaskDataError, get_task, router_items
 
 SCORES_FORMAT = "pudding-router-scores/1"
-META_KEY = b"pudding"
 
 
 def export_scores(dataset_dir: str | Path, output: str | Path) -> Path:
@@ -54,42 +51,21 @@ def export_scores(dataset_dir: str | Path, output: str | Path) -> Path:
         "scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.ravel(), type=pa.float32()), k),
         "dense_score": pa.array(np.asarray(table.column("dense_score"), dtype=np.float32), type=pa.float32()),
     }
-    schema_meta = {META_KEY: json.dumps({"format": SCORES_FORMAT, "dataset_meta": meta}, sort_keys=True).encode()}
-    out = pa.table(columns).replace_schema_metadata(schema_meta)
-    sink = pa.BufferOutputStream()
-    pq.write_table(out, sink, compression="zstd", compression_level=19, use_byte_stream_split=["dense_score"])
     output = Path(output)
-    atomic_write_bytes(output, sink.getvalue().to_pybytes())
+    write_tagged_parquet(
+        output,
+        pa.table(columns),
+        {"format": SCORES_FORMAT, "dataset_meta": meta},
+        compression="zstd",
+        compression_level=19,
+        use_byte_stream_split=["dense_score"],
+    )
     return output
-
-
-def read_tagged_parquet(path: str | Path, kind: str, fmt: str, made_by: str) -> tuple[pa.Table, dict]:
-    """A Parquet file pudding wrote (a scores or progress file): the table and its ``pudding`` metadata, which must
-    have format ``fmt``. Anything else is a one-line :class:`RouterDataError` naming the ``kind`` of file and ``path``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise RouterDataError(f"{kind} file {path} does not exist")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise RouterDataError(f"{kind} file {path}: not a whole Parquet file ({exc})") from None
-    raw = (table.schema.metadata or {}).get(META_KEY)
-    try:
-        info = json.loads(raw) if raw else {}
-    except json.JSONDecodeError as exc:
-        raise RouterDataError(f"{kind} file {path}: its pudding metadata is not valid JSON ({exc})") from None
-    found = info.get("format") if isinstance(info, dict) else None
-    if found != fmt:
-        raise RouterDataError(
-            f"{path} is not a pudding {kind} file (format {found!r}, want {fmt}; {made_by} writes them)"
-        )
-    return table, info
 
 
 def read_scores(path: str | Path) -> tuple[pa.Table, dict]:
     """The scores table and the dataset metadata it carries; a clear error when ``path`` is not a scores file."""
-    table, info = read_tagged_parquet(path, "scores", SCORES_FORMAT, "`pudding release`")
+    table, info = read_tagged_parquet(path, "scores", SCORES_FORMAT, "`pudding release`", RouterDataError)
     meta = info["dataset_meta"]
     missing = {"task", "item_id", "scores", "dense_score"} - set(table.column_names)
     if missing:
