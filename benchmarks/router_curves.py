@@ -95,21 +95,16 @@ def table(series: dict) -> str:
 
 
 def plot(series: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    from pudding.plots import pyplot, save_figure
+
+    fig, axes = pyplot().subplots(1, 4, figsize=(19, 4.2))
     epochs = lambda tag: list(range(len(per_epoch(series, tag))))  # noqa: E731
 
-    ax = axes[0]
-    for tag, label in (("train/loss_step", "train (per step)"),):
-        steps = series.get(tag, [])
-        ax.plot([s for s, _ in steps], [v for _, v in steps], lw=0.6, alpha=0.7, label=label)
-    ax.set(title="MSE loss", xlabel="step", yscale="log")
-    ax.legend()
+    steps = series.get("train/loss_step", [])
+    axes[0].plot([s for s, _ in steps], [v for _, v in steps], lw=0.6, alpha=0.7)
+    axes[0].set(title="training loss (per step)", xlabel="step", yscale="log")
 
     for ax, tag, title in (
         (axes[1], "regret", "regret (nats/token, lower is better)"),
@@ -141,9 +136,7 @@ def plot(series: dict, path: Path) -> None:
     ax.legend(fontsize=8)
     for ax in axes[1:]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:
