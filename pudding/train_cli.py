@@ -53,8 +53,13 @@ TRAINER_DEFAULTS = {
                 "mode": "min",
                 "save_top_k": 1,
                 "filename": "best-{epoch:02d}",
-                "save_last": True,  # last.ckpt after every validation: what --ckpt_path last resumes from
+                "save_last": False,  # Lightning >= 2.6 writes its last.ckpt only when this one improves
             },
+        },
+        {
+            # last.ckpt after every epoch's validation, improved or not: what --ckpt_path last resumes from
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"filename": "last", "monitor": None, "save_top_k": 1, "enable_version_counter": False},
         },
         {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
         {"class_path": "lightning.pytorch.callbacks.TQDMProgressBar", "init_args": {"refresh_rate": 20}},
@@ -141,7 +146,8 @@ class RouterCLI(LightningCLI):
         bundle = self._get(self.config, "bundle")
         if not bundle or not self.trainer.is_global_zero or self.trainer.interrupted:
             return
-        callback = self.trainer.checkpoint_callback
+        monitored = [c for c in self.trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
+        callback = monitored[0] if monitored else self.trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback is not None else ""
         try:
             config = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False)

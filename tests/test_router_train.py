@@ -112,6 +112,21 @@ def test_short_fit_logs_metrics_checkpoints_and_exports_the_best(setup, tmp_path
     assert "exists; pass --overwrite" in capsys.readouterr().err
 
 
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(setup, tmp_path, monkeypatch):
+    # lr 1e-30 (below float32 resolution): the second epoch's validation regret equals the first's, so the best
+    # checkpoint stays at epoch 0; the last.ckpt that --ckpt_path last resumes from must still hold the end of epoch 1
+    # (Lightning 2.6's own save_last skips it then, and a killed run would lose that epoch).
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *cli_args(setup, "--trainer.max_epochs", "2", "--model.lr", "1e-30", "--bundle", "null")])
+    (run,) = (tmp_path / "checkpoints" / "router" / "tensorboard").glob("version_*")
+    (best,) = (run / "checkpoints").glob("best*.ckpt")
+    assert best.name == "best-epoch=00.ckpt"
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    first = torch.load(best, map_location="cpu", weights_only=False)
+    assert last["epoch"] == 1 and last["global_step"] == 2 * first["global_step"] > 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch=00.ckpt", "last.ckpt"]
+
+
 def test_overrides_reach_the_config_and_the_module(setup, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["fit", *cli_args(setup, "--model.lr", "3e-5", "--trainer.max_epochs", "2", "--print_config")])
