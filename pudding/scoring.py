@@ -62,6 +62,26 @@ class _Segment:
         return len(self.context) + sum(len(b) - 1 for b in self.branches)
 
 
+def _unpack_wide(segments: Iterable[_Segment], batch_tokens: int) -> list[_Segment]:
+    """Segments as rows, except that a row wider than ``batch_tokens`` whose context is shorter than its longest
+    branch becomes one row per branch.
+
+    Such a row shares almost nothing (plain texts scored from BOS all share that one token) yet its attention is
+    quadratic in its width: SLEB's 96 pooled texts packed after BOS made one 5,841-token row, and a dense pass took
+    80 s on 2 CPU cores (61 s of it the kernel paging in fresh score tensors) against 15 s as rows of their own.
+    Multiple-choice items (a question longer than its answers, or a row within the budget) keep their packing, so
+    their numbers do not change.
+    """
+    out: list[_Segment] = []
+    for seg in segments:
+        longest = max(len(b) for b in seg.branches)
+        if seg.length <= batch_tokens or len(seg.branches) < 2 or len(seg.context) >= longest:
+            out.append(seg)
+            continue
+        out += [_Segment(seg.context, [b], [r]) for b, r in zip(seg.branches, seg.request_ids, strict=True)]
+    return out
+
+
 @dataclass
 class Batch:
     """Model inputs for one padded batch plus where to read each request's scores from."""
@@ -184,7 +204,7 @@ class Scorer:
             seg.branches.append(cont)
             seg.request_ids.append(rid)
             num_tokens.append(len(cont))
-        ordered = sorted(segments.values(), key=lambda s: s.length, reverse=True)
+        ordered = sorted(_unpack_wide(segments.values(), self.batch_tokens), key=lambda s: s.length, reverse=True)
         batches, group = [], []
         for seg in ordered:
             full = group and (len(group) + 1) * group[0].length > self.batch_tokens

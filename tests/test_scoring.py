@@ -71,6 +71,24 @@ def test_shared_context_is_packed_once(tiny_llama, tokenizer):
     assert sum(b.input_ids.shape[0] for b in unpacked.batches) == 3
 
 
+def test_plain_texts_after_bos_get_rows_of_their_own_beyond_the_budget(tiny_llama, tokenizer):
+    texts = [("", f"Plain text number {i} goes on for a few more words.") for i in range(12)]
+    scorer = Scorer(tiny_llama, tokenizer, batch_tokens=64)
+    prepared = scorer.prepare(texts)
+    assert sum(b.input_ids.shape[0] for b in prepared.batches) == 12
+    assert max(b.input_ids.shape[1] for b in prepared.batches) <= 64  # not one ~150-token row after BOS
+    reference = Scorer(tiny_llama, tokenizer, share_context=False).score(texts)
+    for got, ref in zip(scorer.score(texts), reference, strict=True):
+        assert got.logprob == pytest.approx(ref.logprob, abs=1e-4)
+    # within the budget they still share the BOS row, and a long question with short answers stays one row even
+    # beyond it: the packing of multiple-choice items, and so their numbers, do not change
+    (within,) = Scorer(tiny_llama, tokenizer, batch_tokens=4096).prepare(texts).batches
+    assert within.input_ids.shape[0] == 1
+    choices = [("Question: " + "very " * 40 + "long?\nAnswer:", answer) for answer in (" yes", " no")]
+    (packed,) = Scorer(tiny_llama, tokenizer, batch_tokens=16).prepare(choices).batches
+    assert packed.input_ids.shape[0] == 1
+
+
 def test_lm_eval_tokenisation(tokenizer, tiny_llama):
     scorer = Scorer(tiny_llama, tokenizer)
     ctx, cont = scorer.encode_pair("Answer: ", "yes")
