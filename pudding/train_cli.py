@@ -53,7 +53,7 @@ TRAINER_DEFAULTS = {
                 "mode": "min",
                 "save_top_k": 1,
                 "filename": "best-{epoch:02d}",
-                "save_last": False,  # Lightning >= 2.6 writes its last.ckpt only when this one improves
+                "save_last": False,  # Lightning 2.6.6 writes its last.ckpt only when this one improves
             },
         },
         {

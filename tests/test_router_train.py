@@ -115,7 +115,7 @@ def test_short_fit_logs_metrics_checkpoints_and_exports_the_best(setup, tmp_path
 def test_last_checkpoint_follows_every_epoch_even_without_improvement(setup, tmp_path, monkeypatch):
     # lr 1e-30 (below float32 resolution): the second epoch's validation regret equals the first's, so the best
     # checkpoint stays at epoch 0; the last.ckpt that --ckpt_path last resumes from must still hold the end of epoch 1
-    # (Lightning 2.6's own save_last skips it then, and a killed run would lose that epoch).
+    # (Lightning 2.6.6's own save_last skips it then, and a killed run would lose that epoch).
     monkeypatch.chdir(tmp_path)
     main(["fit", *cli_args(setup, "--trainer.max_epochs", "2", "--model.lr", "1e-30", "--bundle", "null")])
     (run,) = (tmp_path / "checkpoints" / "router" / "tensorboard").glob("version_*")
