@@ -75,7 +75,8 @@ release: setup
 
 # The whole routed flow on the defaults in about 15 minutes on a 2-core CPU, from the released candidates and scores:
 # router data (seconds), a short router fit, routed evaluation (per-task limit), a short bench. Everything goes under
-# checkpoints/demo/; a stage whose output exists is skipped when make demo runs again (delete it to redo it).
+# checkpoints/demo/; a stage whose output exists is skipped when make demo runs again (delete it to redo it). The
+# demo's fit leaves the tracked outcomes progress file alone (its per-item outcomes go to checkpoints/outcomes only).
 DEMO ?= checkpoints/demo
 RELEASE ?= checkpoints/release
 DEMO_LIMIT ?= 50
@@ -90,7 +91,8 @@ $(DEMO)/router_dataset/pudding_meta.json:
 $(DEMO)/bundle/router.json: $(DEMO)/router_dataset/pudding_meta.json
 	$(VENV)/bin/pudding-train fit --config configs/router.yaml --data.datasets '[$(DEMO)/router_dataset]' \
 		--trainer.max_epochs 1 --trainer.limit_train_batches 200 --trainer.logger.init_args.save_dir $(DEMO) \
-		--trainer.callbacks.limit $(DEMO_LIMIT) --bundle $(DEMO)/bundle --overwrite_bundle true
+		--trainer.callbacks.limit $(DEMO_LIMIT) --trainer.callbacks.outcomes_progress null \
+		--bundle $(DEMO)/bundle --overwrite_bundle true
 
 $(DEMO)/results.json: $(DEMO)/bundle/router.json
 	$(VENV)/bin/pudding eval --bundle $(DEMO)/bundle --limit $(DEMO_LIMIT) --data_dir $(DATA_DIR) \
