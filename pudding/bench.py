@@ -4,7 +4,9 @@ What is timed is what a user waits for. Pre-fill runs the prompt through the mod
 last position only, as ``generate`` does before the first new token; generation produces a fixed number of new tokens
 greedily with the KV cache. A routed figure includes the router's own time (its tokenizer and encoder on the prompt),
 reported separately as well. Each figure is the median over ``repeats`` runs after ``warmup`` runs, with the spread
-(interquartile range, min, max); on CUDA every timed region ends with a synchronisation.
+(interquartile range, min, max); on CUDA every timed region ends with a synchronisation. The configurations compared
+at one prompt length run in turns (dense, pruned, router, routed, then again), so a machine whose speed drifts
+during the run slows all of them alike instead of whichever happened to be measured last.
 
 A ``self`` router (it reads the base LLM's first blocks, :mod:`pudding.router.self_features`) is timed as it runs:
 the routed pre-fill runs the first blocks once, pools and applies the head, then continues with the rest of the
@@ -63,21 +65,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> Timing:
-    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed (synchronised on CUDA)."""
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int
+) -> dict[str, Timing]:
+    """Time several things in turns: ``warmup`` untimed runs of each, then ``repeats`` rounds that run each once.
+
+    Interleaving makes a slow drift of the machine (clock, a neighbour's load) touch every configuration alike, so
+    their ratios hold even where absolute times wander; each round starts one further along the list, so no
+    configuration always runs right after the same other one. Synchronised on CUDA.
+    """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be ≥ 1 and warmup ≥ 0, got repeats={repeats}, warmup={warmup}")
-    for _ in range(warmup):
-        fn()
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
     _sync(device)
-    timing = Timing()
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        timing.seconds.append(time.perf_counter() - start)
-    return timing
+    timings = {name: Timing() for name in names}
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            _sync(device)
+            start = time.perf_counter()
+            fns[name]()
+            _sync(device)
+            timings[name].seconds.append(time.perf_counter() - start)
+    return timings
 
 
 @torch.inference_mode()
@@ -253,10 +266,18 @@ def bench_length(
 
     omit = list(omission_sets[choice])
 
-    dense = time_call(lambda: prefill(model, input_ids), device, repeats, warmup)
-    pruned = time_call(lambda: prefill(model, input_ids, omit), device, repeats, warmup)
-    routing = time_call(route_only, device, repeats, warmup)
-    routed = time_call(routed_prefill, device, repeats, warmup)
+    timed = time_interleaved(
+        {
+            "dense": lambda: prefill(model, input_ids),
+            "pruned": lambda: prefill(model, input_ids, omit),
+            "router": route_only,
+            "routed": routed_prefill,
+        },
+        device,
+        repeats,
+        warmup,
+    )
+    dense, pruned, routing, routed = timed["dense"], timed["pruned"], timed["router"], timed["routed"]
     row = {
         "tokens": num_tokens,
         "router_kind": "self" if is_self else "text",
@@ -271,8 +292,13 @@ def bench_length(
     }
     if new_tokens > 0:
         gen_repeats = max(1, repeats // 3)
-        dense_gen = time_call(lambda: generate(model, input_ids, new_tokens), device, gen_repeats, 1)
-        routed_gen = time_call(routed_generation, device, gen_repeats, 1)
+        gen = time_interleaved(
+            {"dense": lambda: generate(model, input_ids, new_tokens), "routed": routed_generation},
+            device,
+            gen_repeats,
+            1,
+        )
+        dense_gen, routed_gen = gen["dense"], gen["routed"]
         row["dense_generate_tokens_per_s"] = new_tokens / dense_gen.median
         row["routed_generate_tokens_per_s"] = new_tokens / routed_gen.median
         row["ratio_generate_speed"] = dense_gen.median / routed_gen.median

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 import torch
 
-from pudding.bench import bench_length, generate, make_prompt, prefill
+from pudding.bench import bench_length, generate, make_prompt, prefill, time_interleaved
 from pudding.models.omission import omit_blocks
 
 
@@ -53,3 +56,22 @@ def test_bench_row_uses_the_routers_choice(tiny_llama, tokenizer):
     assert row["dense_prefill"]["runs"] == 2 and row["routed_prefill"]["median_ms"] > 0
     assert row["ratio_routed_vs_dense"] > 0 and row["routed_generate_tokens_per_s"] > 0
     assert router.calls >= 5  # routed figures include the router every time
+
+
+def test_interleaved_timing_runs_each_configuration_in_turns_and_measures_each_alone():
+    calls: list[str] = []
+
+    def fn(name: str, seconds: float):
+        def run() -> None:
+            calls.append(name)
+            time.sleep(seconds)
+
+        return run
+
+    timed = time_interleaved({"a": fn("a", 0.0), "b": fn("b", 0.02), "c": fn("c", 0.0)}, torch.device("cpu"), 3, 1)
+    # warm-up: each once; then rounds a b c, b c a, c a b
+    assert calls == ["a", "b", "c"] + ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert [len(timed[k].seconds) for k in "abc"] == [3, 3, 3]
+    assert timed["b"].median >= 0.02 > timed["a"].median
+    with pytest.raises(ValueError, match="repeats"):
+        time_interleaved({"a": fn("a", 0.0)}, torch.device("cpu"), 0, 1)
