@@ -89,12 +89,9 @@ def test_keep_first_comes_from_the_candidate_file_and_is_checked():
         keep_first_of({"omission_sets": SETS}, {"keep_first": 2})
 
 
-@pytest.fixture(scope="module")
-def trained(setup, tmp_path_factory) -> dict:
-    """``pudding-train fit --model.encoder self`` for a few epochs; the bundle it exports."""
-    out = tmp_path_factory.mktemp("fit")
-    bundle = out / "bundle"
-    args = [
+def fit_args(setup: dict, out) -> list[str]:
+    """``pudding-train fit --model.encoder self`` on the tiny dataset for a few epochs, logging under ``out``."""
+    return [
         "fit",
         "--data.datasets",
         str(setup["dataset"]),
@@ -120,10 +117,15 @@ def trained(setup, tmp_path_factory) -> dict:
         "3",
         "--trainer.logger.init_args.save_dir",
         str(out),
-        "--bundle",
-        str(bundle),
     ]
-    main(args)
+
+
+@pytest.fixture(scope="module")
+def trained(setup, tmp_path_factory) -> dict:
+    """``pudding-train fit --model.encoder self`` for a few epochs; the bundle it exports."""
+    out = tmp_path_factory.mktemp("fit")
+    bundle = out / "bundle"
+    main([*fit_args(setup, out), "--bundle", str(bundle)])
     return {"bundle": bundle, "out": out}
 
 
@@ -344,3 +346,66 @@ def test_zeroshot_callback_computes_a_self_routers_item_features_from_its_one_ll
     module.encoder.attach(tiny_llama, tokenizer)  # reference: the features from the model itself, fresh
     torch.testing.assert_close(got, module.predict_texts(texts), atol=1e-5, rtol=1e-5)
     clear_cache()
+
+
+# ------------------------------------------------------------------------------------------- with the dense choice
+
+
+@pytest.fixture(scope="module")
+def dense_self(setup, tmp_path_factory) -> PuddingModel:
+    """A ``self`` router that may also answer "dense" (``data.dense_choice``, a compute budget), fitted and loaded."""
+    out = tmp_path_factory.mktemp("fit_dense")
+    extra = ["--data.dense_choice", "true", "--data.val_fraction", "0.25", "--budget", "0.9"]
+    main([*fit_args(setup, out), *extra, "--bundle", str(out / "bundle")])
+    return PuddingModel.from_pretrained(
+        out / "bundle", base=str(setup["llm"]), device="cpu", dtype="float32", cache_dir=setup["root"] / "models"
+    )
+
+
+def test_self_router_with_the_dense_choice_at_budget_one_is_the_dense_model(dense_self):
+    model = dense_self
+    assert [list(s) for s in model.omission_sets] == [*SETS, []] and model.budget == 0.9
+    model.set_budget(1.0)
+    try:
+        assert model.route(PROMPTS) == [len(SETS)] * len(PROMPTS)
+        requests = [(p, c) for p in PROMPTS for c in (" yes", " no, not at all")]
+        got = model.loglikelihood(requests)
+        want = Scorer(model.lm.model, model.lm.tokenizer).score(requests, omit=())
+        assert [g.is_greedy for g in got] == [w.is_greedy for w in want]
+        assert [g.logprob for g in got] == pytest.approx([w.logprob for w in want], abs=1e-4)
+        tokenizer = model.lm.tokenizer
+        ids = tokenizer(PROMPTS[0], return_tensors="pt")
+        dense = model.lm.model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        text = tokenizer.decode(dense[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert model.generate(PROMPTS[:1], max_new_tokens=5) == [text]
+    finally:
+        model.set_budget(0.9)
+
+
+def test_self_router_mixing_dense_and_candidates_equals_each_choice_from_scratch(dense_self):
+    model = dense_self
+    prompts = [*PROMPTS, "Rivers and stones, a fifth prompt so that each of the five choices can get one:"]
+    model.set_budget("argmax")
+    router = model.router
+    try:
+        with torch.no_grad():  # fit the last layer so that prompt i predicts a one-hot on choice i
+            inner = router.head[:-1](router.encoder(router.encoder.texts(prompts)))
+            router.head[-1].weight.copy_((torch.linalg.pinv(inner) @ torch.eye(len(prompts))).T)
+            router.head[-1].bias.zero_()
+        choices = model.route(prompts)
+        assert choices == list(range(len(SETS) + 1))  # the last one is dense
+        requests = [(p, c) for p in prompts for c in (" yes", " no, not at all")]
+        got = model.loglikelihood(requests)
+        reference = Scorer(model.lm.model, model.lm.tokenizer)
+        for request, score in zip(requests, got, strict=True):
+            (want,) = reference.score([request], omit=model.omission_sets[choices[prompts.index(request[0])]])
+            assert score.num_tokens == want.num_tokens and score.is_greedy == want.is_greedy
+            assert score.logprob == pytest.approx(want.logprob, abs=1e-4)
+        tokenizer = model.lm.tokenizer
+        for prompt, choice, text in zip(prompts, choices, model.generate(prompts, max_new_tokens=5), strict=True):
+            small = rebuilt_without(model.lm.model, model.omission_sets[choice])
+            ids = tokenizer(prompt, return_tensors="pt")
+            want = small.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+            assert text == tokenizer.decode(want[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        model.set_budget(0.9)
