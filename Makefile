@@ -103,9 +103,15 @@ $(DEMO)/bench.json: $(DEMO)/bundle/router.json
 
 # The accuracy-compute curve (issue #15): candidates at 3, 5 and 7 blocks from the release's recorded runs (no search),
 # router data at every depth on the first DEPTHS_LIMIT router items per task (all 21,205 items x 3 depths take ~2.2x
-# the 7-block build), a router with the dense model as a choice, a bench, and pudding eval --sweep.
+# the 7-block build), a router with the dense model as a choice, a bench, and pudding eval --sweep on the first
+# CURVE_LIMIT evaluation items per task (the items the router's zero-shot callback scores, so the sweep reuses its
+# outcomes; every depth on the full splits is ~2x the full 7-block evaluation). The build's finished chunks and the
+# outcomes travel in tracked files (no text), so another machine continues where this one stopped.
 DEPTHS ?= [3, 5, 7]
 DEPTHS_LIMIT ?= 1000
+CURVE_LIMIT ?= 200
+CURVE_PROGRESS := benchmarks/results/curve_build_progress.parquet
+EVAL_PROGRESS := benchmarks/results/eval_progress.parquet
 curve: setup checkpoints/eval/curve.json
 
 checkpoints/candidates_depths.yaml: $(RELEASE_CANDIDATES)
@@ -114,18 +120,19 @@ checkpoints/candidates_depths.yaml: $(RELEASE_CANDIDATES)
 checkpoints/router_dataset_depths/pudding_meta.json: checkpoints/candidates_depths.yaml
 	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR) \
 		--candidates checkpoints/candidates_depths.yaml --limit $(DEPTHS_LIMIT) --output checkpoints/router_dataset_depths \
-		--trainer.devices 2 --trainer.strategy ddp
+		--trainer.devices 2 --trainer.strategy ddp --progress $(CURVE_PROGRESS)
 
 checkpoints/router/bundle_budget/router.json: checkpoints/router_dataset_depths/pudding_meta.json
 	$(VENV)/bin/pudding-train fit --config configs/router_budget.yaml --data.datasets '[checkpoints/router_dataset_depths]' \
-		--overwrite_bundle true
+		--trainer.callbacks.limit $(CURVE_LIMIT) --overwrite_bundle true
 
 checkpoints/bench/budget.json: checkpoints/router/bundle_budget/router.json
 	$(VENV)/bin/pudding bench --bundle checkpoints/router/bundle_budget --output $@ --overwrite true
 
 checkpoints/eval/curve.json: checkpoints/router/bundle_budget/router.json checkpoints/bench/budget.json
 	$(VENV)/bin/pudding eval --bundle checkpoints/router/bundle_budget --sweep true --data_dir $(DATA_DIR) \
-		--bench checkpoints/bench/budget.json --output $@ --overwrite true
+		--limit $(CURVE_LIMIT) --outcomes_progress $(EVAL_PROGRESS) --bench checkpoints/bench/budget.json \
+		--output $@ --overwrite true
 
 bench: setup
 	$(PY) benchmarks/eval_vs_lmeval.py --data_dir $(DATA_DIR)
