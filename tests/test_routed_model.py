@@ -88,14 +88,19 @@ def rebuilt_without(model, omit):
     return small
 
 
+def generated_without(model, tokenizer, omit, prompt: str, max_new_tokens: int) -> str:
+    """Greedy text after ``prompt`` from a copy of ``model`` rebuilt without ``omit``: routed generation's reference."""
+    ids = tokenizer(prompt, return_tensors="pt")
+    small = rebuilt_without(model, omit)
+    out = small.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
 def test_generate_equals_a_model_rebuilt_without_the_chosen_blocks(routed):
     out = routed.generate(PROMPTS, max_new_tokens=6)
     tokenizer = routed.lm.tokenizer
     for prompt, choice, text in zip(PROMPTS, routed.route(PROMPTS), out, strict=True):
-        small = rebuilt_without(routed.lm.model, routed.omission_sets[choice])
-        ids = tokenizer(prompt, return_tensors="pt")
-        want = small.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-        assert text == tokenizer.decode(want[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert text == generated_without(routed.lm.model, tokenizer, routed.omission_sets[choice], prompt, 6)
 
 
 def test_lm_eval_model_answers_lm_evals_own_instances(routed, monkeypatch):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from conftest import routed_accuracy, tiny_dataset, tiny_model
-from test_routed_model import PROMPTS, rebuilt_without
+from test_routed_model import PROMPTS, generated_without
 
 from pudding.models.adapters import get_layers
 from pudding.models.loading import load_base
@@ -208,10 +208,7 @@ def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks_a
     assert len(set(routed.route(PROMPTS))) > 1 and len(widths) <= 1 + 5 * len(set(routed.route(PROMPTS)))
     assert out[-1] == out[1]
     for prompt, choice, text in zip(prompts, routed.route(prompts), out, strict=True):
-        small = rebuilt_without(routed.lm.model, routed.omission_sets[choice])
-        ids = tokenizer(prompt, return_tensors="pt")
-        want = small.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-        assert text == tokenizer.decode(want[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert text == generated_without(routed.lm.model, tokenizer, routed.omission_sets[choice], prompt, 5)
 
 
 def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
@@ -403,9 +400,6 @@ def test_self_router_mixing_dense_and_candidates_equals_each_choice_from_scratch
             assert score.logprob == pytest.approx(want.logprob, abs=1e-4)
         tokenizer = model.lm.tokenizer
         for prompt, choice, text in zip(prompts, choices, model.generate(prompts, max_new_tokens=5), strict=True):
-            small = rebuilt_without(model.lm.model, model.omission_sets[choice])
-            ids = tokenizer(prompt, return_tensors="pt")
-            want = small.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-            assert text == tokenizer.decode(want[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+            assert text == generated_without(model.lm.model, tokenizer, model.omission_sets[choice], prompt, 5)
     finally:
         model.set_budget(0.9)
