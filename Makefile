@@ -101,12 +101,13 @@ $(DEMO)/results.json: $(DEMO)/bundle/router.json
 $(DEMO)/bench.json: $(DEMO)/bundle/router.json
 	$(VENV)/bin/pudding bench --bundle $(DEMO)/bundle --repeats 5 --new_tokens 32 --output $(DEMO)/bench.json --overwrite true
 
-# The accuracy-compute curve (issue #15): candidates at 3, 5 and 7 blocks from the release's recorded runs (no search),
-# router data at every depth on the first DEPTHS_LIMIT router items per task (all 21,205 items x 3 depths take ~2.2x
-# the 7-block build), a router with the dense model as a choice, a bench, and pudding eval --sweep on the first
-# CURVE_LIMIT evaluation items per task (the items the router's zero-shot callback scores, so the sweep reuses its
-# outcomes; every depth on the full splits is ~2x the full 7-block evaluation). The build's finished chunks and the
-# outcomes travel in tracked files (no text), so another machine continues where this one stopped.
+# The accuracy-compute curve (issue #15): candidates at 3, 5 and 7 blocks from the release's recorded runs (no
+# search), router data at every depth on the first DEPTHS_LIMIT router items per task (all 21,205 items x 3 depths
+# take ~2.2x the 7-block build), a router with the dense model as a choice, a bench, and pudding eval --sweep on the
+# first CURVE_LIMIT evaluation items per task (the items the router's zero-shot callback scores, so the sweep reuses
+# its outcomes; every depth on the full splits would be roughly 2x the full 7-block evaluation, an estimate). The
+# build's finished chunks and the outcomes travel in tracked files (no text), so another machine continues where this
+# one stopped.
 DEPTHS ?= [3, 5, 7]
 DEPTHS_LIMIT ?= 1000
 CURVE_LIMIT ?= 200
