@@ -53,15 +53,21 @@ def test_prompts_are_routed_to_several_candidates_once_each(routed, monkeypatch)
     assert len(set(choices)) > 1, "the fixture router should spread the prompts over candidates"
 
 
+def assert_each_scored_under_its_choice(model, requests, got) -> None:
+    """Each routed score equals its request scored from scratch by a plain ``Scorer`` under the set its context was
+    routed to: routed loglikelihood's reference."""
+    choices = model.route([context for context, _ in requests])
+    reference = Scorer(model.lm.model, model.lm.tokenizer)
+    for request, choice, score in zip(requests, choices, got, strict=True):
+        (want,) = reference.score([request], omit=model.omission_sets[choice])
+        assert score.num_tokens == want.num_tokens and score.is_greedy == want.is_greedy
+        assert score.logprob == pytest.approx(want.logprob, abs=1e-4)
+
+
 def test_loglikelihood_equals_scoring_each_request_with_its_chosen_set(routed):
     requests = [(p, c) for p in PROMPTS for c in (" yes", " no, not at all")]
     got = routed.loglikelihood(requests)
-    choices = routed.route([c for c, _ in requests])
-    reference = Scorer(routed.lm.model, routed.lm.tokenizer)
-    for request, choice, score in zip(requests, choices, got, strict=True):
-        (want,) = reference.score([request], omit=routed.omission_sets[choice])
-        assert score.num_tokens == want.num_tokens and score.is_greedy == want.is_greedy
-        assert score.logprob == pytest.approx(want.logprob, abs=1e-4)
+    assert_each_scored_under_its_choice(routed, requests, got)
     one_by_one = [routed.loglikelihood([r])[0] for r in requests]
     assert [s.logprob for s in got] == pytest.approx([s.logprob for s in one_by_one], abs=1e-4)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import NAMES, SETS, draw_head, module_with_data, tiny_dataset, tiny_encoder
+from test_routed_model import assert_each_scored_under_its_choice
 
 from pudding.errors import OptionError
 from pudding.router.budget import Calibration, choose, mean_kept, parse_budget, solve_lambda
@@ -302,10 +303,7 @@ def test_a_mixed_batch_gives_the_numbers_of_one_prompt_at_a_time(bundle, tiny_ll
     together = model.loglikelihood(requests)
     alone = [model.loglikelihood([r])[0] for r in requests]
     assert [s.logprob for s in together] == pytest.approx([s.logprob for s in alone], abs=1e-4)
-    reference = Scorer(model.lm.model, model.lm.tokenizer)
-    for (prompt, cont), score in zip(requests, together, strict=True):
-        (want,) = reference.score([(prompt, cont)], omit=model.omission_sets[choices[PROMPTS.index(prompt)]])
-        assert score.logprob == pytest.approx(want.logprob, abs=1e-4)
+    assert_each_scored_under_its_choice(model, requests, together)
     mixed = model.generate(PROMPTS, max_new_tokens=4)
     assert mixed == [model.generate([p], max_new_tokens=4)[0] for p in PROMPTS]
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from conftest import routed_accuracy, tiny_dataset, tiny_model
-from test_routed_model import PROMPTS, generated_without
+from test_routed_model import PROMPTS, assert_each_scored_under_its_choice, generated_without
 
 from pudding.models.adapters import get_layers
 from pudding.models.loading import load_base
@@ -183,13 +183,8 @@ def test_self_routed_loglikelihood_equals_the_chosen_set_from_scratch_and_runs_b
         hook.remove()
     prepared = routed.scorer.prepare(requests)
     assert len(calls) == len(prepared.batches), "block 0 must run once per batch, never again per candidate"
-    choices = routed.route([c for c, _ in requests])
-    assert len(set(choices)) > 1
-    reference = Scorer(routed.lm.model, routed.lm.tokenizer)
-    for request, choice, score in zip(requests, choices, got, strict=True):
-        (want,) = reference.score([request], omit=routed.omission_sets[choice])
-        assert score.num_tokens == want.num_tokens and score.is_greedy == want.is_greedy
-        assert score.logprob == pytest.approx(want.logprob, abs=1e-4)
+    assert len(set(routed.route([c for c, _ in requests]))) > 1
+    assert_each_scored_under_its_choice(routed, requests, got)
 
 
 def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks_and_runs_block0_once(routed):
@@ -392,12 +387,7 @@ def test_self_router_mixing_dense_and_candidates_equals_each_choice_from_scratch
         choices = model.route(prompts)
         assert choices == list(range(len(SETS) + 1))  # the last one is dense
         requests = [(p, c) for p in prompts for c in (" yes", " no, not at all")]
-        got = model.loglikelihood(requests)
-        reference = Scorer(model.lm.model, model.lm.tokenizer)
-        for request, score in zip(requests, got, strict=True):
-            (want,) = reference.score([request], omit=model.omission_sets[choices[prompts.index(request[0])]])
-            assert score.num_tokens == want.num_tokens and score.is_greedy == want.is_greedy
-            assert score.logprob == pytest.approx(want.logprob, abs=1e-4)
+        assert_each_scored_under_its_choice(model, requests, model.loglikelihood(requests))
         tokenizer = model.lm.tokenizer
         for prompt, choice, text in zip(prompts, choices, model.generate(prompts, max_new_tokens=5), strict=True):
             assert text == generated_without(model.lm.model, tokenizer, model.omission_sets[choice], prompt, 5)
