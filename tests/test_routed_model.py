@@ -53,15 +53,16 @@ def test_prompts_are_routed_to_several_candidates_once_each(routed, monkeypatch)
     assert len(set(choices)) > 1, "the fixture router should spread the prompts over candidates"
 
 
-def assert_each_scored_under_its_choice(model, requests, got) -> None:
+def assert_each_scored_under_its_choice(model, requests, got) -> list[int]:
     """Each routed score equals its request scored from scratch by a plain ``Scorer`` under the set its context was
-    routed to: routed loglikelihood's reference."""
+    routed to: routed loglikelihood's reference. Returns the choices (per request) for further checks."""
     choices = model.route([context for context, _ in requests])
     reference = Scorer(model.lm.model, model.lm.tokenizer)
     for request, choice, score in zip(requests, choices, got, strict=True):
         (want,) = reference.score([request], omit=model.omission_sets[choice])
         assert score.num_tokens == want.num_tokens and score.is_greedy == want.is_greedy
         assert score.logprob == pytest.approx(want.logprob, abs=1e-4)
+    return choices
 
 
 def test_loglikelihood_equals_scoring_each_request_with_its_chosen_set(routed):
