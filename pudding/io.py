@@ -11,6 +11,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def default_mode(directory: bool = False) -> int:
+    """The permission bits a plain ``open``/``mkdir`` would give under the current umask.
+
+    ``tempfile`` creates private files (0600) and folders (0700); outputs renamed from them into place would stay
+    private, so a colleague or a container running as another user could not read a results table or a bundle.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
     atomic_write_bytes(path, text.encode())
@@ -28,6 +39,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, default_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -58,6 +70,7 @@ def atomic_folder(output: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     old = None
     try:
+        tmp.chmod(default_mode(directory=True))
         yield tmp
         if output.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))

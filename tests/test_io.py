@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
 from pudding.io import atomic_folder, atomic_write_json, atomic_write_text
@@ -31,3 +34,17 @@ def test_folder_swap_keeps_the_old_folder_when_the_body_fails(tmp_path):
         atomic_write_text(tmp / "b.txt", "three")
     assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no .tmp- or .old- siblings left
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_get_the_umask_mode_not_tempfiles_private_one(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "results.md", "| a |")
+        with atomic_folder(tmp_path / "bundle") as tmp:
+            atomic_write_text(tmp / "router.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "results.md").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "bundle").stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((tmp_path / "bundle" / "router.json").stat().st_mode) == 0o666 & ~umask

@@ -21,6 +21,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from pudding.errors import PuddingError
+from pudding.io import default_mode
 from pudding.models.dtype import DtypeChoice, choose_dtype
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ def _gguf_cache(gguf: Path, cache_dir: Path) -> Path:
             model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_model(model, str(tmp / "model.safetensors"))
+        for path in [tmp, *tmp.iterdir()]:  # tempfile and safetensors make them private; a shared cache is read by all
+            path.chmod(default_mode(directory=path.is_dir()))
         os.replace(tmp, target)
     except OSError:
         if (target / "config.json").is_file():  # another process won the race

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from pudding.errors import PuddingError
+from pudding.io import default_mode
 from pudding.scoring import Prepared, Scorer
 
 SELF = "self"
@@ -297,6 +298,7 @@ def dataset_features(
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, default_mode())
         save_file(
             {"mean": features[:, :d].contiguous(), "last": features[:, d:].contiguous()},
             tmp,
