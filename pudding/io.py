@@ -55,6 +55,13 @@ def atomic_write_json(path: Path, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def atomic_save_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """safetensors flavour of :func:`atomic_write_bytes` (``safetensors.torch.save_file`` makes 0600 files)."""
+    from safetensors.torch import save
+
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
 @contextmanager
 def atomic_folder(output: str | os.PathLike[str]) -> Iterator[Path]:
     """Build a folder in a temporary sibling (yielded), then swap it into place at ``output``.

@@ -6,8 +6,10 @@ import os
 import stat
 
 import pytest
+import torch
+from safetensors import safe_open
 
-from pudding.io import atomic_folder, atomic_write_json, atomic_write_text
+from pudding.io import atomic_folder, atomic_save_safetensors, atomic_write_json, atomic_write_text
 
 
 def test_next_write_removes_what_a_killed_writer_left(tmp_path):
@@ -43,8 +45,12 @@ def test_outputs_get_the_umask_mode_not_tempfiles_private_one(tmp_path, umask):
         atomic_write_text(tmp_path / "results.md", "| a |")
         with atomic_folder(tmp_path / "bundle") as tmp:
             atomic_write_text(tmp / "router.json", "{}")
+            atomic_save_safetensors(tmp / "router.safetensors", {"w": torch.ones(2)}, {"split": "val"})
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "results.md").stat().st_mode) == 0o666 & ~umask
     assert stat.S_IMODE((tmp_path / "bundle").stat().st_mode) == 0o777 & ~umask
     assert stat.S_IMODE((tmp_path / "bundle" / "router.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "bundle" / "router.safetensors").stat().st_mode) == 0o666 & ~umask
+    with safe_open(str(tmp_path / "bundle" / "router.safetensors"), framework="pt") as handle:
+        assert handle.metadata() == {"split": "val"} and handle.get_tensor("w").tolist() == [1.0, 1.0]

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from pudding.errors import OptionError
+from pudding.io import atomic_save_safetensors
 
 ARGMAX = "argmax"
 """The budget value that means plain argmax (λ = 0) even where a bundle records a default budget."""
@@ -234,14 +235,12 @@ class Calibration:
         return {"file": CALIBRATION, "split": self.split, "rows": self.rows, "table": self.sweep(budgets)}
 
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
         tensors = {
             "preds": self.preds.float().contiguous(),
             "scores": self.scores.float().contiguous(),
             "omitted": torch.tensor(self.omitted, dtype=torch.int64),
         }
-        save_file(tensors, str(path), metadata={"num_blocks": str(self.num_blocks), "split": self.split})
+        atomic_save_safetensors(Path(path), tensors, {"num_blocks": str(self.num_blocks), "split": self.split})
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:

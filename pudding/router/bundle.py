@@ -37,11 +37,11 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from pudding.candidates import Candidate, CandidateSet, file_hash, load_candidates
 from pudding.errors import PuddingError
-from pudding.io import atomic_folder, atomic_write_json
+from pudding.io import atomic_folder, atomic_save_safetensors, atomic_write_json
 from pudding.router.budget import ARGMAX, CALIBRATION, Calibration, calibrate, parse_budget
 
 BUNDLE_FORMAT = 1
@@ -158,7 +158,7 @@ def export_bundle(
     finally:
         module.calibration, module.budget, module.route_lambda = saved
     with atomic_folder(output) as tmp:
-        save_file(state, str(tmp / WEIGHTS))
+        atomic_save_safetensors(tmp / WEIGHTS, state)
         if is_self:
             (tmp / ENCODER_DIR).mkdir()
             atomic_write_json(tmp / ENCODER_DIR / "config.json", self_description(module))

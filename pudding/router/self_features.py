@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +26,7 @@ import torch
 from torch import nn
 
 from pudding.errors import PuddingError
-from pudding.io import default_mode
+from pudding.io import atomic_save_safetensors
 from pudding.scoring import Prepared, Scorer
 
 SELF = "self"
@@ -256,7 +254,7 @@ def dataset_features(
     dataset's own unless ``base`` names another; ``lm`` (a loaded :class:`pudding.models.loading.BaseModel`) is
     used instead of loading one. The cache file is written atomically.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from pudding.models.dtype import choose_dtype
     from pudding.models.loading import load_base, resolve_device
@@ -294,18 +292,9 @@ def dataset_features(
         )
     features = extractor.texts(columns["router_text"])
     d = features.shape[1] // 2
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, default_mode())
-        save_file(
-            {"mean": features[:, :d].contiguous(), "last": features[:, d:].contiguous()},
-            tmp,
-            metadata={k: str(v) for k, v in identity.items()},
-        )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_save_safetensors(
+        target,
+        {"mean": features[:, :d].contiguous(), "last": features[:, d:].contiguous()},
+        {k: str(v) for k, v in identity.items()},
+    )
     return features, {**info, "hidden_size": d, "cached": False}
