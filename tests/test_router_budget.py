@@ -289,6 +289,19 @@ def test_budget_one_routes_everything_to_dense_and_scores_equal_the_dense_model(
     assert model.generate(PROMPTS[:1], max_new_tokens=4, pad_token_id=0) == [text]
 
 
+def test_budget_one_routes_without_running_the_router_encoder(bundle, tiny_llm_dir, monkeypatch):
+    """Under budget 1.0 only the dense choice can win, so routing costs nothing; other budgets still predict."""
+    model = routed_model(bundle, tiny_llm_dir, budget=1.0)
+    calls: list[int] = []
+    predict = model.router.predict_texts
+    monkeypatch.setattr(model.router, "predict_texts", lambda texts, *a: calls.append(len(texts)) or predict(texts, *a))
+    assert model.router.fixed_choice() == 4 and model.route(PROMPTS) == [4] * len(PROMPTS) and calls == []
+    model.set_budget(0.8)
+    assert model.router.fixed_choice() is None
+    model.route(PROMPTS)
+    assert calls == [len(set(PROMPTS))]
+
+
 def test_a_mixed_batch_gives_the_numbers_of_one_prompt_at_a_time(bundle, tiny_llm_dir):
     model = routed_model(bundle, tiny_llm_dir)
     assert model.budget == 0.8  # the bundle's default

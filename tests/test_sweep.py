@@ -211,9 +211,13 @@ def test_bench_gives_each_point_its_prefill_ratio(curve):
     assert bench["fit"] == "per block" and bench["ms_per_block"] == pytest.approx(10.0)
     assert bench["fixed_ms"] == pytest.approx(40.0) and bench["tokens"] == 128
     for series, items in curve["series"].items():
-        router = 5.0 if series in ("fixed_router", "budget_router") else 0.0
         for p in items:
+            # the router's 5 ms count for the router series, except where the budget leaves only the dense model
+            runs = series == "fixed_router" or (series == "budget_router" and p["lambda"] != "-inf")
+            assert p["router_runs"] is (runs if series in ("fixed_router", "budget_router") else None), p["label"]
+            router = 5.0 if runs else 0.0
             assert p["prefill_ratio"] == pytest.approx((40.0 + 10.0 * p["blocks_kept"] + router) / 100.0), series
+    assert points(curve, "budget_router")[0]["prefill_ratio"] == pytest.approx(1.0)  # budget 1.0: the dense model
     assert points(curve, "dense")[0]["prefill_ratio"] == pytest.approx(1.0)
 
 
@@ -223,6 +227,19 @@ def test_a_bench_without_skipped_blocks_falls_back_to_the_share_of_blocks(tmp_pa
     model = prefill_model(read_bench(bench_file(tmp_path / "b.json", "m", omit=()), 128), BLOCKS, "m")
     assert model.fit.startswith("proportional") and model.ratio(3) == pytest.approx(0.5)
     assert model.ratio(3, routed=True) == pytest.approx(0.55)
+
+
+def test_a_per_block_time_beyond_the_dense_time_falls_back_and_says_why(tmp_path):
+    """Three blocks' noisy saving scaled to every block can exceed the dense time: no negative fixed time then."""
+    from pudding.routed.sweep import prefill_model, read_bench
+
+    path = bench_file(tmp_path / "b.json", "m")
+    report = json.loads(path.read_text())
+    report["lengths"][1]["pruned_prefill"]["median_ms"] = 100.0 - 3 * 101.0 / BLOCKS
+    path.write_text(json.dumps(report))
+    model = prefill_model(read_bench(path, 128), BLOCKS, "m")
+    assert model.fit.startswith("proportional") and "exceeds the dense 100.0 ms" in model.fit
+    assert model.fixed_ms == 0.0 and model.ratio(BLOCKS) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(

@@ -27,8 +27,10 @@ at ``bench_tokens`` tokens (128 by default) and the plot a second x axis. The be
 pre-fill with the routed prompt's blocks skipped and the router's own time; the time per block is the difference of
 the first two over the blocks skipped, the rest (embedding, head) is fixed, so a point keeping ``k`` blocks on
 average costs ``(fixed + k × per block [+ router]) / dense``: the router's time is added for the two router series
-only. Where the bench's prompt ran with no block skipped (or the timings leave no positive time per block) the ratio
-falls back to ``k / L`` (plus the router), and the JSON says so.
+only, and not where a budget leaves one choice (budget 1.0 with the dense model as a choice: the router does not
+run). Where the bench's prompt ran with no block skipped, or the timings leave no positive time per block or one
+that times the block count exceeds the dense time, the ratio falls back to ``k / L`` (plus the router), and the JSON
+says so.
 """
 
 from __future__ import annotations
@@ -164,7 +166,12 @@ def prefill_model(bench: dict, num_blocks: int, base: str | None = None) -> Pref
     if skipped and per_block > 0 and dense - num_blocks * per_block >= 0:
         fit, fixed = "per block", dense - num_blocks * per_block
     else:
-        why = "no block skipped in the bench" if not skipped else "timings give no positive time per block"
+        if not skipped:
+            why = "no block skipped in the bench"
+        elif per_block <= 0:
+            why = "timings give no positive time per block"
+        else:  # noise in a few skipped blocks' saving, scaled to every block, overshoots the dense time
+            why = f"{num_blocks} x {per_block:.2f} ms per block exceeds the dense {dense:.1f} ms"
         fit, per_block, fixed = f"proportional ({why})", dense / num_blocks, 0.0
     return PrefillModel(
         file=path,
@@ -205,6 +212,7 @@ class Point:
     candidate: str | None = None
     depths: dict[str, int] | None = None
     prefill_ratio: float | None = None
+    router_runs: bool | None = None  # router series: False where the budget leaves one choice (no router time)
 
     @property
     def average(self) -> float:
@@ -224,6 +232,7 @@ class Point:
             "omit": self.omit,
             "candidate": self.candidate,
             "depths": self.depths,
+            "router_runs": self.router_runs,
             "prefill_ratio": self.prefill_ratio,
         }
 
@@ -279,7 +288,11 @@ def curve_points(
         choices = {task: restricted_argmax(p, columns).tolist() for task, p in preds.items()}
         results, mean = routed_results(outcomes, sets, choices, num_blocks)
         label = f"router @{depth} (argmax over {len(columns)} candidates)"
-        points.append(Point("fixed_router", label, mean, results, depth=depth, depths=_kept_counts(choices, kept)))
+        points.append(
+            Point(
+                "fixed_router", label, mean, results, depth=depth, depths=_kept_counts(choices, kept), router_runs=True
+            )
+        )
     calibration = getattr(router, "calibration", None)
     saved = router.budget
     try:
@@ -291,6 +304,8 @@ def curve_points(
             point.lam = lambda_text(lam)
             point.calibration_kept = calibration.solve(budget)[1] if calibration is not None else None
             point.depths = _kept_counts(choices, kept)
+            fixed = getattr(router, "fixed_choice", None)
+            point.router_runs = fixed is None or fixed() is None
             points.append(point)
     finally:
         router.set_budget(saved)
@@ -479,7 +494,7 @@ def sweep_bundle(
     )
     if prefill is not None:
         for p in points:
-            p.prefill_ratio = prefill.ratio(p.blocks_kept, routed=p.series in ("fixed_router", "budget_router"))
+            p.prefill_ratio = prefill.ratio(p.blocks_kept, routed=bool(p.router_runs))
     report = {
         "series": {s: [p.to_dict() for p in points if p.series == s] for s in SERIES},
         "budgets": grid,

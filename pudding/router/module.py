@@ -508,8 +508,22 @@ class RouterModule(LightningModule):
         + λ × blocks omitted (:mod:`pudding.router.budget`)."""
         return choose(preds, self.omitted, self.route_lambda)
 
+    def fixed_choice(self) -> int | None:
+        """The choice every prompt gets whatever the predictions, or None. A budget at or above the most any choice
+        keeps (λ = −∞) with a single such choice (the dense model) leaves nothing to predict: the encoder need not
+        run."""
+        if self.route_lambda != -math.inf:
+            return None
+        fewest = min(self.omitted)
+        widest = [c for c, omitted in enumerate(self.omitted) if omitted == fewest]
+        return widest[0] if len(widest) == 1 else None
+
     def route_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[int]:
-        """The chosen candidate for each text (argmax of the predictions, or :meth:`choose` under a budget)."""
+        """The chosen candidate for each text (argmax of the predictions, or :meth:`choose` under a budget); under a
+        budget that leaves one choice (:meth:`fixed_choice`) no prediction is computed."""
+        fixed = self.fixed_choice()
+        if fixed is not None:
+            return [fixed] * len(texts)
         return self.choose(self.predict_texts(texts, batch_size)).tolist()
 
     def set_budget(self, budget: float | None) -> float:
