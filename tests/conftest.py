@@ -25,6 +25,33 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+# Real results the tests must leave alone: a test that falls back to a default output folder (checkpoints/outcomes
+# and the zero-shot cache are relative to the working directory) would mix tiny-model records into them, and the next
+# real `pudding eval` would pack those into the tracked progress files.
+GUARDED = (REPO / "checkpoints" / "outcomes", REPO / "checkpoints" / "router" / "zeroshot_cache")
+
+
+def guarded_files() -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file under :data:`GUARDED` and of the tracked progress files."""
+    files = [f for root in GUARDED if root.is_dir() for f in root.rglob("*") if f.is_file()]
+    files += sorted((REPO / "benchmarks" / "results").glob("*.parquet"))
+    return {str(f.relative_to(REPO)): (f.stat().st_size, f.stat().st_mtime_ns) for f in files}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def results_left_alone():
+    """Fails the session when a test wrote into the checkout's results (see :data:`GUARDED`). A real `pudding eval`
+    or fit running beside the tests writes there too and trips it: run the tests alone."""
+    before = guarded_files()
+    yield
+    after = guarded_files()
+    touched = sorted(p for p in after.keys() | before.keys() if before.get(p) != after.get(p))
+    assert not touched, (
+        f"the checkout's results changed during the tests (a test without its own output folder, or a job beside "
+        f"them): {touched[:5]} ({len(touched)} files)"
+    )
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real benchmark files beside the checkout; tests that need them skip when they are absent."""

@@ -134,6 +134,7 @@ def setup(tmp_path_factory, tiny_llm_dir) -> dict:
 
 def callback(setup: dict, **kwargs) -> ZeroShotEvalCallback:
     options = dict(limit=LIMIT, data_dir=str(setup["data"]), dtype="float32", device="cpu", cache_dir=setup["cache"])
+    options["outcomes_dir"] = str(setup["root"] / "outcomes")  # the default is the checkout's checkpoints/outcomes
     return ZeroShotEvalCallback(**(options | kwargs))
 
 
