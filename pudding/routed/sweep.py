@@ -430,7 +430,7 @@ def plot_curve(
         )
         top.set_xlabel(
             f"LLM pre-fill time / dense at {prefill.tokens} tokens (router series add "
-            f"{prefill.router_ms / dense:.3f}; {prefill.fit})",
+            f"{prefill.router_ms / dense:.3f} where the router runs; {prefill.fit})",
             fontsize=8,
         )
     return save_figure(fig, path)
