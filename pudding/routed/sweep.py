@@ -269,7 +269,7 @@ def curve_points(
     ``choice_sets`` are the router's choices (candidates first, in candidate-file order, then the dense model when it
     is a choice); ``names`` the candidates' names; ``preds[task]`` the router's predictions [N, C]; ``best_static``
     the best static candidate (index) per depth; ``sleb`` SLEB's set per depth. ``router`` routes under a budget
-    with ``set_budget(b)`` and ``choose(preds)``; its own budget is restored afterwards.
+    with ``set_budget(b)``, ``choose(preds)`` and ``fixed_choice()``; its own budget is restored afterwards.
     """
     sets = [tuple(sorted(int(b) for b in s)) for s in choice_sets]
     kept = [num_blocks - len(s) for s in sets]
@@ -304,8 +304,7 @@ def curve_points(
             point.lam = lambda_text(lam)
             point.calibration_kept = calibration.solve(budget)[1] if calibration is not None else None
             point.depths = _kept_counts(choices, kept)
-            fixed = getattr(router, "fixed_choice", None)
-            point.router_runs = fixed is None or fixed() is None
+            point.router_runs = router.fixed_choice() is None
             points.append(point)
     finally:
         router.set_budget(saved)

@@ -106,6 +106,16 @@ def parse_budgets(value: object, option: str = "budgets") -> list[float] | None:
     return budgets
 
 
+def choices_left(omitted: Sequence[int], lam: float) -> list[int]:
+    """The choices :func:`choose` may pick at ``lam`` whatever the predictions: every one at a finite λ; at λ = ±∞
+    those with the most (``+inf``) or fewest (``-inf``) blocks omitted. A single one left needs no prediction."""
+    omitted = [int(o) for o in omitted]
+    if not math.isinf(lam):
+        return list(range(len(omitted)))
+    extreme = max(omitted) if lam > 0 else min(omitted)
+    return [c for c, o in enumerate(omitted) if o == extreme]
+
+
 def choose(preds: torch.Tensor | np.ndarray, omitted: Sequence[int], lam: float = 0.0) -> torch.Tensor:
     """Per row of ``preds`` [N, C], the choice maximising ``preds + lam × omitted`` (first on a tie).
 
@@ -120,8 +130,9 @@ def choose(preds: torch.Tensor | np.ndarray, omitted: Sequence[int], lam: float 
     if om.shape[-1] != preds.shape[-1]:
         raise ValueError(f"{preds.shape[-1]} predictions per row for {om.shape[-1]} choices")
     if math.isinf(lam):
-        extreme = om.max() if lam > 0 else om.min()
-        return preds.masked_fill(om != extreme, -math.inf).argmax(dim=-1)
+        barred = torch.ones(om.shape[-1], dtype=torch.bool, device=preds.device)
+        barred[choices_left(omitted, lam)] = False
+        return preds.masked_fill(barred, -math.inf).argmax(dim=-1)
     return (preds + lam * om).argmax(dim=-1)
 
 

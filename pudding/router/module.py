@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
 from pudding.errors import OptionError, PuddingError
-from pudding.router.budget import Calibration, choose
+from pudding.router.budget import Calibration, choices_left, choose
 from pudding.router.metrics import SCALARS, make_metrics, reference_regrets
 from pudding.router.self_features import POOLINGS, SELF, SelfEncoder
 from pudding.router.static import best_static_by_depth, best_static_index
@@ -509,14 +509,10 @@ class RouterModule(LightningModule):
         return choose(preds, self.omitted, self.route_lambda)
 
     def fixed_choice(self) -> int | None:
-        """The choice every prompt gets whatever the predictions, or None. A budget at or above the most any choice
-        keeps (λ = −∞) with a single such choice (the dense model) leaves nothing to predict: the encoder need not
-        run."""
-        if self.route_lambda != -math.inf:
-            return None
-        fewest = min(self.omitted)
-        widest = [c for c, omitted in enumerate(self.omitted) if omitted == fewest]
-        return widest[0] if len(widest) == 1 else None
+        """The choice every prompt gets whatever the predictions, or None. A budget that leaves a single choice
+        (budget 1.0 with the dense model as a choice: λ = −∞) leaves nothing to predict: the encoder need not run."""
+        left = choices_left(self.omitted, self.route_lambda)
+        return left[0] if len(left) == 1 else None
 
     def route_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[int]:
         """The chosen candidate for each text (argmax of the predictions, or :meth:`choose` under a budget); under a
