@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint pipeline data release release-build bench demo curve clean-cache
+.PHONY: setup test lint pipeline data release release-build bench demo curve tables clean-cache
 
 setup:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,7 +41,7 @@ checkpoints/router/bundle/router.json: checkpoints/router_dataset/pudding_meta.j
 	$(VENV)/bin/pudding-train fit --config configs/router.yaml --overwrite_bundle true
 
 checkpoints/eval/results.json: checkpoints/router/bundle/router.json
-	$(VENV)/bin/pudding eval --bundle checkpoints/router/bundle --data_dir $(DATA_DIR) \
+	$(VENV)/bin/pudding compare --bundle checkpoints/router/bundle --data_dir $(DATA_DIR) \
 		--output checkpoints/eval/results.json --overwrite true
 
 checkpoints/bench/bench.json: checkpoints/router/bundle/router.json
@@ -95,22 +95,23 @@ $(DEMO)/bundle/router.json: $(DEMO)/router_dataset/pudding_meta.json
 		--bundle $(DEMO)/bundle --overwrite_bundle true
 
 $(DEMO)/results.json: $(DEMO)/bundle/router.json
-	$(VENV)/bin/pudding eval --bundle $(DEMO)/bundle --limit $(DEMO_LIMIT) --data_dir $(DATA_DIR) \
+	$(VENV)/bin/pudding compare --bundle $(DEMO)/bundle --limit $(DEMO_LIMIT) --data_dir $(DATA_DIR) \
 		--output $(DEMO)/results.json --overwrite true --sleb_samples 2
 
 $(DEMO)/bench.json: $(DEMO)/bundle/router.json
 	$(VENV)/bin/pudding bench --bundle $(DEMO)/bundle --repeats 5 --new_tokens 32 --output $(DEMO)/bench.json --overwrite true
 
-# The accuracy-compute curve (issue #15): candidates at 3, 5 and 7 blocks from the release's recorded runs (no
-# search), router data at every depth on the first DEPTHS_LIMIT router items per task (all 21,205 items x 3 depths
-# take ~2.2x the 7-block build), a router with the dense model as a choice, a bench, and pudding eval --sweep on the
-# first CURVE_LIMIT evaluation items per task (the items the router's zero-shot callback scores, so the sweep reuses
-# its outcomes; every depth on the full splits would be roughly 2x the full 7-block evaluation, an estimate). The
+# The accuracy-compute curve: candidates at 3, 5 and 7 blocks from the release's recorded runs (no search), router
+# data at every depth on the first DEPTHS_LIMIT router items per task (all 21,205 items x 3 depths take ~2.2x the
+# 7-block build), a router with the dense model as a choice, a bench, and pudding curve on the first CURVE_LIMIT
+# evaluation items per task (the items the router's zero-shot callback scores, so the curve reuses its outcomes). The
 # build's finished chunks and the outcomes travel in tracked files (no text), so another machine continues where this
-# one stopped.
+# one stopped. They were scored in float32 (RESULTS_DTYPE): on a machine where dtype auto means bfloat16 (AMX, CUDA)
+# the same dtype must be asked for, or everything is scored again.
 DEPTHS ?= [3, 5, 7]
 DEPTHS_LIMIT ?= 1000
 CURVE_LIMIT ?= 200
+RESULTS_DTYPE ?= float32
 CURVE_PROGRESS := benchmarks/results/curve_build_progress.parquet
 EVAL_PROGRESS := benchmarks/results/eval_progress.parquet
 curve: setup checkpoints/eval/curve.json
@@ -121,19 +122,41 @@ checkpoints/candidates_depths.yaml: $(RELEASE_CANDIDATES)
 checkpoints/router_dataset_depths/pudding_meta.json: checkpoints/candidates_depths.yaml
 	$(VENV)/bin/pudding dataset --config configs/dataset.yaml --data_dir $(DATA_DIR) \
 		--candidates checkpoints/candidates_depths.yaml --limit $(DEPTHS_LIMIT) --output checkpoints/router_dataset_depths \
-		--trainer.devices 2 --trainer.strategy ddp --progress $(CURVE_PROGRESS)
+		--trainer.devices 2 --trainer.strategy ddp --progress $(CURVE_PROGRESS) --dtype $(RESULTS_DTYPE)
 
 checkpoints/router/bundle_budget/router.json: checkpoints/router_dataset_depths/pudding_meta.json
 	$(VENV)/bin/pudding-train fit --config configs/router_budget.yaml --data.datasets '[checkpoints/router_dataset_depths]' \
-		--trainer.callbacks.limit $(CURVE_LIMIT) --overwrite_bundle true
+		--trainer.callbacks.limit $(CURVE_LIMIT) --trainer.callbacks.llm.dtype $(RESULTS_DTYPE) --overwrite_bundle true
 
 checkpoints/bench/budget.json: checkpoints/router/bundle_budget/router.json
-	$(VENV)/bin/pudding bench --bundle checkpoints/router/bundle_budget --output $@ --overwrite true
+	$(VENV)/bin/pudding bench --bundle checkpoints/router/bundle_budget --output $@ --overwrite true --dtype $(RESULTS_DTYPE)
 
 checkpoints/eval/curve.json: checkpoints/router/bundle_budget/router.json checkpoints/bench/budget.json
-	$(VENV)/bin/pudding eval --bundle checkpoints/router/bundle_budget --sweep true --data_dir $(DATA_DIR) \
+	$(VENV)/bin/pudding curve --bundle checkpoints/router/bundle_budget --data_dir $(DATA_DIR) \
 		--limit $(CURVE_LIMIT) --outcomes_progress $(EVAL_PROGRESS) --bench checkpoints/bench/budget.json \
-		--output $@ --overwrite true
+		--output $@ --overwrite true --dtype $(RESULTS_DTYPE)
+
+# The routed-evaluation tables of benchmarks/results/eval_full/ and eval_200/: the MiniLM and the self router fitted
+# on the released router data (make data), then pudding compare on the full evaluation splits and on the first 200
+# items per task. Their outcomes (dense, the 12 candidates, SLEB) are in the tracked progress file, scored in float32
+# (RESULTS_DTYPE), so nothing is scored again; a stage whose output exists is skipped.
+SELF_ROUTER := --model.encoder self --model.pooling mean_last --model.lr 1e-3 --model.dropout 0.1 --trainer.max_epochs 20
+tables: setup
+	test -f checkpoints/router_dataset/pudding_meta.json || $(VENV)/bin/pudding dataset \
+		--scores $(RELEASE)/router_scores.parquet --data_dir $(DATA_DIR)
+	test -f checkpoints/router/bundle/router.json || $(VENV)/bin/pudding-train fit --config configs/router.yaml \
+		--trainer.callbacks.llm.dtype $(RESULTS_DTYPE)
+	test -f checkpoints/router/bundle_self/router.json || $(VENV)/bin/pudding-train fit --config configs/router.yaml \
+		$(SELF_ROUTER) --data.llm.dtype $(RESULTS_DTYPE) --trainer.callbacks.llm.dtype $(RESULTS_DTYPE) \
+		--bundle checkpoints/router/bundle_self
+	for router in bert self; do \
+		bundle=checkpoints/router/bundle; [ $$router = self ] && bundle=checkpoints/router/bundle_self; \
+		$(VENV)/bin/pudding compare --bundle $$bundle --data_dir $(DATA_DIR) --dtype $(RESULTS_DTYPE) \
+			--outcomes_progress $(EVAL_PROGRESS) --output checkpoints/eval/full/routed_$$router.json --overwrite true \
+		&& $(VENV)/bin/pudding compare --bundle $$bundle --data_dir $(DATA_DIR) --dtype $(RESULTS_DTYPE) --limit 200 \
+			--outcomes_progress $(EVAL_PROGRESS) --output checkpoints/eval/200/routed_$$router.json --overwrite true \
+		|| exit 1; \
+	done
 
 bench: setup
 	$(PY) benchmarks/eval_vs_lmeval.py --data_dir $(DATA_DIR)

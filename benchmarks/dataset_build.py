@@ -16,13 +16,13 @@ import time
 import torch
 from jsonargparse import CLI
 
-from pudding.candidates import load_candidates
-from pudding.models.loading import load_base
-from pudding.options import as_str_list
-from pudding.routerdata.module import score_candidates
+from pudding.core.candidates import load_candidates
+from pudding.core.models.loading import load_base
+from pudding.core.options import as_str_list
+from pudding.core.scoring import Scorer
+from pudding.core.tasks import DEFAULT_TASKS, DataOptions, router_items
+from pudding.routerdata.predict import score_candidates
 from pudding.routerdata.units import ScoringDataModule
-from pudding.scoring import Scorer
-from pudding.tasks import DEFAULT_TASKS, DataOptions, router_items
 
 ALL_TASKS = ",".join(DEFAULT_TASKS)
 

@@ -8,7 +8,7 @@ that, fairly:
 
 * the SAME items: pudding's evaluation list (``eval_items``, which leaves out items reserved for router training
   when a task has no train split at hand) cut to ``--limit``; lm-eval gets the raw records of those items through
-  its installed task YAML pointed at a local JSONL file (:mod:`pudding.lmeval_bridge`), and the script checks that
+  its installed task YAML pointed at a local JSONL file (:mod:`support.lmeval_bridge`), and the script checks that
   lm-eval built exactly pudding's (context, continuation) requests;
 * the SAME model object, loaded once; both sides get a warm-up pass that is not timed;
 * only evaluation is timed: for pudding ``evaluate_items`` (tokenising, packing, scoring: what ``pudding eval``
@@ -76,7 +76,7 @@ def timed(fn: Callable[[], Any], timing: Timing) -> Any:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from pudding import lmeval_bridge
+    from support import lmeval_bridge
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"), help="original benchmark files")
@@ -110,9 +110,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def run_task(task: str, args: argparse.Namespace, lm: Any, hflm: Any, scorer: Any, work: Path) -> dict[str, Any]:
     """Evaluate ``task`` with both sides ``--repeats`` times; check they saw the same requests; summarise."""
-    from pudding import lmeval_bridge
-    from pudding.outcomes import evaluate_items
-    from pudding.tasks import DataOptions, eval_items, get_task
+    from support import lmeval_bridge
+
+    from pudding.core.outcomes import evaluate_items
+    from pudding.core.tasks import DataOptions, eval_items, get_task
 
     items, note = eval_items(task, DataOptions(data_dir=args.data_dir))
     items = items[: args.limit]
@@ -209,11 +210,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import torch
     import transformers
     from lm_eval.models.huggingface import HFLM
+    from support import lmeval_bridge
 
-    from pudding import lmeval_bridge
-    from pudding.io import atomic_write_json
-    from pudding.models.loading import load_base
-    from pudding.tasks import DataOptions, eval_items
+    from pudding.core.io import atomic_write_json
+    from pudding.core.models.loading import load_base
+    from pudding.core.tasks import DataOptions, eval_items
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -43,10 +43,10 @@ JOBS = ("candidates", "dataset", "train")
 # ------------------------------------------------------------------------------------------------ tiny models
 def make_tiny_llm(folder: Path, num_layers: int = 12, hidden: int = 64) -> Path:
     """A random Llama with the default base model's tokenizer (read from the de-quantised GGUF cache)."""
+    from support.tiny import save_tiny_llm
     from transformers import AutoTokenizer
 
-    from pudding.models.loading import resolve_source
-    from pudding.tiny import save_tiny_llm
+    from pudding.core.models.loading import resolve_source
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_source("default", REPO / "checkpoints" / "base_models"))
     return save_tiny_llm(folder, tokenizer, num_layers=num_layers, hidden=hidden)
@@ -104,7 +104,7 @@ def command(job: str, root: Path, out: Path, inputs: dict, size: str = "script")
             "bundle": out / "bundle",
             "ckpt_path": "last",
         }
-        return [*py, "pudding.train_cli", "fit", *flags(options)]
+        return [*py, "pudding.cli.train", "fit", *flags(options)]
     raise ValueError(f"unknown job {job!r}")
 
 
@@ -168,7 +168,7 @@ def compare(job: str, ref: Path, got: Path) -> dict:
         a, b = (ref / "candidates.yaml").read_bytes(), (got / "candidates.yaml").read_bytes()
         return {"equal": a == b, "what": "candidate file bytes", "bytes": len(a)}
     if job == "dataset":
-        from pudding.routerdata.store import load_router_dataset
+        from pudding.routerdata.dataset import load_router_dataset
 
         (da, ma), (db, mb) = (load_router_dataset(p / "router_dataset") for p in (ref, got))
         ta, tb = da.to_dict(), db.to_dict()
@@ -239,7 +239,7 @@ def run_job(job: str, root: Path, inputs: dict, kills: int, rng: random.Random, 
 
 
 def prepare(root: Path, size: str = "script") -> dict:
-    from pudding.tiny import save_tiny_encoder
+    from support.tiny import save_tiny_encoder
 
     return {
         "llm": make_tiny_llm(root / "llm", num_layers=6 if size == "test" else 12),

@@ -97,7 +97,7 @@ def table(series: dict) -> str:
 def plot(series: dict, path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    from pudding.plots import pyplot, save_figure
+    from pudding.core.plots import pyplot, save_figure
 
     fig, axes = pyplot().subplots(1, 4, figsize=(19, 4.2))
     epochs = lambda tag: list(range(len(per_epoch(series, tag))))  # noqa: E731

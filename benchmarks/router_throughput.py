@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from pudding.io import atomic_write_json
+from pudding.core.io import atomic_write_json
+from pudding.router.data import RouterDataModule
 from pudding.router.module import RouterModule
-from pudding.routerdata import RouterDataModule
 
 
 def timed_steps(module: RouterModule, loader, steps: int, warmup: int) -> dict:
@@ -61,12 +61,7 @@ def main() -> None:
         data.setup("fit")
         torch.manual_seed(0)
         module = RouterModule(encoder=args.encoder)
-        module.configure_candidates(
-            data.meta.get("candidate_names") or [str(i) for i in range(data.num_candidates)],
-            data.omission_sets,
-            0,
-            data.meta,
-        )
+        module.configure_choices(data.choices, 0, data.meta)
         results[name] = timed_steps(module, data.train_dataloader(), args.steps, args.warmup)
         r = results[name]
         print(f"{name:>15}: {r['items_per_s']:7.1f} items/s  (padding {100 * r['padding_share']:.0f}% of tokens)")

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from pudding.io import atomic_write_json
-from pudding.models.adapters import num_blocks
-from pudding.models.loading import load_base
-from pudding.scoring import Scorer
+from pudding.core.io import atomic_write_json
+from pudding.core.models.adapters import num_blocks
+from pudding.core.models.loading import load_base
+from pudding.core.scoring import Scorer
 from pudding.search import NaiveEvaluator, SearchOptions, plan_runs, removable, run_search
 from pudding.search.greedy import Work
 from pudding.search.objectives import sample_indices

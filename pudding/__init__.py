@@ -1,32 +1,32 @@
 """pudding: prompt-routed dynamic depth pruning (PuDDing) for decoder-only LLMs.
 
-``from pudding import PuddingModel`` is the routed-inference API. Importing the package also registers the lm-eval
-model ``pudding`` (lazily: nothing heavy loads until lm-eval asks for it).
+The public API: ``from pudding import PuddingModel`` (routed inference: a base LLM that skips the blocks its router
+picks per prompt) and, for the stages, ``Router`` (the router network), ``load_bundle``, ``LLMOptions``, ``Scorer``
+(the scoring engine) and ``omit_blocks``. Importing the package also registers the lm-eval model ``pudding``
+(lazily: nothing heavy loads until lm-eval asks for it). The layout: docs/architecture.md.
 """
 
 from __future__ import annotations
 
-__all__ = ["PuddingModel"]
+from pudding.integrations import register_lm_eval_model
 
+__all__ = ["LLMOptions", "PuddingModel", "Router", "Scorer", "load_bundle", "omit_blocks"]
 
-def _register_lm_eval_model() -> None:
-    """Add ``pudding`` to lm-eval's model registry, after lm-eval's own models (it imports them only into an empty
-    registry, so registering first would hide ``hf`` and the rest)."""
-    try:
-        import lm_eval.models  # noqa: F401
-        from lm_eval.api.registry import model_registry
-    except ImportError:  # lm-eval is a dependency; a broken install should not break the rest of pudding
-        return
-    if "pudding" not in model_registry:
-        model_registry.register("pudding", target="pudding.routed.lmeval:PuddingLM")
+_PUBLIC = {
+    "PuddingModel": "pudding.routed.model",
+    "Router": "pudding.router.model",
+    "load_bundle": "pudding.router.bundle",
+    "LLMOptions": "pudding.core.llm",
+    "Scorer": "pudding.core.scoring",
+    "omit_blocks": "pudding.core.models.omission",
+}
 
-
-_register_lm_eval_model()
+register_lm_eval_model()
 
 
 def __getattr__(name: str):
-    if name == "PuddingModel":
-        from pudding.routed.model import PuddingModel
+    if name in _PUBLIC:
+        import importlib
 
-        return PuddingModel
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'pudding' has no attribute {name!r}")

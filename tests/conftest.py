@@ -14,8 +14,8 @@ import pytest
 import torch
 
 if TYPE_CHECKING:
+    from pudding.router.data import RouterDataModule
     from pudding.router.module import RouterModule
-    from pudding.routerdata import RouterDataModule
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -27,7 +27,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 # Real results the tests must leave alone: a test that falls back to a default output folder (checkpoints/outcomes
 # and the zero-shot cache are relative to the working directory) would mix tiny-model records into them, and the next
-# real `pudding eval` would pack those into the tracked progress files.
+# real `pudding compare` would pack those into the tracked progress files.
 GUARDED = (REPO / "checkpoints" / "outcomes", REPO / "checkpoints" / "router" / "zeroshot_cache")
 
 
@@ -40,7 +40,7 @@ def guarded_files() -> dict[str, tuple[int, int]]:
 
 @pytest.fixture(scope="session", autouse=True)
 def results_left_alone():
-    """Fails the session when a test wrote into the checkout's results (see :data:`GUARDED`). A real `pudding eval`
+    """Fails the session when a test wrote into the checkout's results (see :data:`GUARDED`). A real `pudding compare`
     or fit running beside the tests writes there too and trips it: run the tests alone."""
     before = guarded_files()
     yield
@@ -63,7 +63,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def default_base():
     """SmolLM2-135M-Instruct, float32 on CPU (first load de-quantises the GGUF, ~20 s; later loads use the cache)."""
-    from pudding.models.loading import load_base
+    from pudding.core.models.loading import load_base
 
     return load_base("default", dtype="float32", device="cpu", cache_dir=REPO / "checkpoints" / "base_models")
 
@@ -155,7 +155,7 @@ NAMES = ["arc_easy/ppl", "boolq/ppl", "piqa/ppl", "arc_easy/acc"]
 
 def tiny_encoder(folder: Path) -> Path:
     """A 2-layer, 32-wide random BERT with the default router's tokenizer (its vocabulary), saved to ``folder``."""
-    from pudding.tiny import save_tiny_encoder
+    from support.tiny import save_tiny_encoder
 
     return save_tiny_encoder(folder)
 
@@ -164,7 +164,7 @@ def tiny_dataset(path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: 
     """``n`` invented boolq/piqa prompts with noisy scores over ``sets`` (named ``names``, default :data:`NAMES`),
     saved as a router dataset at ``path``."""
     from pudding.routerdata import save_dataset
-    from pudding.routerdata.store import make_dataset
+    from pudding.routerdata.dataset import make_dataset
 
     rng = random.Random(seed)
     noise = np.random.default_rng(seed)
@@ -198,8 +198,8 @@ def module_with_data(setup: dict, data: dict | None = None, **kwargs) -> tuple[R
     ``kwargs`` go to the module, ``data`` to the RouterDataModule (e.g. ``dense_choice``, ``val_fraction``)."""
     from lightning.pytorch import Trainer
 
+    from pudding.router.data import RouterDataModule
     from pudding.router.module import RouterModule
-    from pudding.routerdata import RouterDataModule
 
     module = RouterModule(encoder=str(setup["encoder"]), max_length=64, **kwargs)
     datamodule = RouterDataModule(
@@ -219,14 +219,14 @@ def draw_head(module: RouterModule, seed: int, bias: list[float]) -> None:
     choices, with no choice always ahead."""
     torch.manual_seed(seed)
     with torch.no_grad():
-        module.head.weight.normal_(0.0, 3.0)
-        module.head.bias.copy_(torch.tensor(bias))
+        module.router.head.weight.normal_(0.0, 3.0)
+        module.router.head.bias.copy_(torch.tensor(bias))
 
 
 def routed_accuracy(model, items) -> float:
     """Accuracy of a :class:`pudding.routed.model.PuddingModel` on ``items``, the reference way: route each item's
     prompt, score its requests with the chosen set, judge."""
-    from pudding.evaluation import judge, split_scores
+    from pudding.core.accuracy import judge, split_scores
 
     choices = model.router.route_texts([item.router_text for item in items])
     right = []

@@ -20,7 +20,8 @@ import yaml
 from conftest import PIQA, REPO, module_with_data, tiny_config, tiny_dataset, tiny_encoder, write_piqa
 
 from pudding.cli import main as pudding
-from pudding.errors import PuddingError, run_command
+from pudding.cli.report import run_command
+from pudding.core.errors import PuddingError
 
 SENTINEL = "an earlier result that must survive\n"
 
@@ -56,8 +57,13 @@ def no_model_load(monkeypatch):
 
     # every module that imports load_base by name is imported (and patched) here: one first imported while the
     # loader is patched would keep the fake after this test
-    names = ["pudding.models.loading", "pudding.commands.eval", "pudding.routerdata.module", "pudding.search.runs"]
-    names += ["pudding.routed.model", "pudding.routed.evaluate", "pudding.router.zeroshot", "pudding.release"]
+    names = ["pudding.core.models.loading", "pudding.cli.eval", "pudding.routerdata.predict", "pudding.search.runs"]
+    names += [
+        "pudding.routed.model",
+        "pudding.routed.evaluate",
+        "pudding.router.zeroshot",
+        "pudding.routerdata.release",
+    ]
     modules = [importlib.import_module(name) for name in names]  # all imported before any is patched
     for module in modules:
         if hasattr(module, "load_base"):
@@ -182,9 +188,11 @@ def test_non_utf8_data_file(capsys, model_dir, data_dir):
     fails(capsys, eval_args(model_dir, data_dir), f"{path}, line 3", "not UTF-8", "0xff")
 
 
-def test_omit_with_candidates(capsys, model_dir, data_dir, tmp_path):
+def test_omit_with_candidates_checks_the_omitted_blocks_against_the_file_s_model(capsys, model_dir, data_dir, tmp_path):
+    """``--omit`` and ``--candidates`` together are rows of one table (no rule excludes them); the omitted blocks are
+    still checked against the base model before it loads."""
     cands = write_candidates(tmp_path / "c.yaml", model_dir)
-    fails(capsys, eval_args(model_dir, data_dir, "--omit", "1", "--candidates", cands), "options omit and candidates")
+    fails(capsys, eval_args(model_dir, data_dir, "--omit", "99", "--candidates", cands), "option omit: omission set")
 
 
 @pytest.mark.parametrize("command", ["eval", "dataset"])
@@ -209,11 +217,11 @@ def test_existing_output_needs_overwrite(capsys, model_dir, data_dir, tmp_path):
 
 
 def test_nan_only_router_scores(capsys, data_dir, tmp_path):
-    from pudding.candidates import file_hash
+    from pudding.core.candidates import file_hash
+    from pudding.core.progress import META_KEY
+    from pudding.core.tasks import DataOptions, router_items
     from pudding.routerdata.scores import SCORES_FORMAT
     from pudding.routerdata.units import items_digest
-    from pudding.tagged_parquet import META_KEY
-    from pudding.tasks import DataOptions, router_items
 
     cands = write_candidates(tmp_path / "c.yaml", "tiny")
     items, _ = router_items("piqa", DataOptions(data_dir=str(data_dir)))
@@ -261,7 +269,7 @@ def router(tmp_path_factory):
 def train(capsys, argv, *expected, output=None, after_encoder_load=False):
     """Like :func:`fails`, for ``pudding-train``; ``output`` (written beforehand) must be unchanged. A check that
     needs the data (``after_encoder_load``) comes after the encoder's weight-loading bar."""
-    from pudding.train_cli import main as pudding_train
+    from pudding.cli.train import main as pudding_train
 
     ignore = ("Loading weights",) if after_encoder_load else ()
     one_error(capsys, pudding_train, "pudding-train: error: ", argv, expected, output, ignore)
@@ -286,7 +294,7 @@ def test_router_dataset_with_only_non_finite_scores(capsys, router, tmp_path, mo
     from datasets import Dataset
 
     from pudding.routerdata import save_dataset
-    from pudding.routerdata.store import load_router_dataset
+    from pudding.routerdata.dataset import load_router_dataset
 
     dataset, meta = load_router_dataset(router["dataset"])
     cols = dataset.to_dict()
@@ -316,23 +324,23 @@ def test_export_of_a_missing_checkpoint(capsys, tmp_path):
 
 
 def bundle_args(command, bundle, *extra):
-    if command == "eval":
-        return ["eval", "--bundle", bundle, "--tasks", "piqa", "--progress", "false", *extra]
+    if command == "compare":
+        return ["compare", "--bundle", bundle, "--tasks", "piqa", *extra]
     return ["bench", "--bundle", bundle, "--lengths", "8", "--repeats", "1", *extra]
 
 
-@pytest.mark.parametrize("command", ["eval", "bench"])
+@pytest.mark.parametrize("command", ["compare", "bench"])
 def test_bundle_for_another_base_model(capsys, router, data_dir, tmp_path, command):
     deeper = tmp_path / "deeper"
     tiny_config("llama", vocab_size=128, num_layers=8).save_pretrained(deeper)
     out = tmp_path / "out" / "result.json"
     args = bundle_args(command, router["bundle"], "--base", deeper, "--output", out, "--overwrite", "true")
-    if command == "eval":
+    if command == "compare":
         args += ["--data_dir", data_dir]
     fails(capsys, args, f"router bundle {router['bundle']}", "with 6 blocks", f"{str(deeper)!r} has 8", output=out)
 
 
-@pytest.mark.parametrize("command", ["eval", "bench"])
+@pytest.mark.parametrize("command", ["compare", "bench"])
 @pytest.mark.parametrize("missing", ["router.safetensors", "candidates.yaml", "encoder/config.json"])
 def test_bundle_missing_a_file(capsys, router, data_dir, tmp_path, command, missing):
     import shutil
@@ -342,7 +350,7 @@ def test_bundle_missing_a_file(capsys, router, data_dir, tmp_path, command, miss
     (broken / missing).unlink()
     out = tmp_path / "result.json"
     args = bundle_args(command, broken, "--output", out, "--overwrite", "true")
-    if command == "eval":
+    if command == "compare":
         args += ["--data_dir", data_dir]
     fails(capsys, args, f"router bundle {broken}: file {missing} is missing", output=out)
 
@@ -396,7 +404,7 @@ def test_real_process_prints_one_line_and_exits_2(model_dir, data_dir):
 
 def test_block_count_comes_from_the_header_not_the_weights(model_dir):
     """The checks read a model's size from its config, or for GGUF from the key-value header (no de-quantising)."""
-    from pudding.models.loading import base_num_blocks, default_gguf_path, gguf_metadata
+    from pudding.core.models.loading import base_num_blocks, default_gguf_path, gguf_metadata
 
     assert base_num_blocks(str(model_dir)) == 6
     meta = gguf_metadata(default_gguf_path(), {"general.architecture"})

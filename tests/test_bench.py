@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from pudding.bench import bench_length, generate, make_prompt, prefill, time_interleaved
-from pudding.models.omission import omit_blocks
+from pudding.core.models.omission import omit_blocks
+from pudding.routed.bench import bench_length, generate, make_prompt, prefill, time_interleaved
 
 
 class FixedRouter:

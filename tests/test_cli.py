@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 from conftest import PIQA, tiny_model, write_piqa
 
 from pudding.cli import main as pudding
-from pudding.options import as_int_list, as_str_list
+from pudding.core.errors import OptionError
+from pudding.core.options import as_int_list, as_str_list
 
 
 def test_list_options():
@@ -45,7 +47,9 @@ def test_eval_writes_json_and_list_syntaxes_agree(tmp_path, tiny_dir, piqa_dir, 
     a = _eval(tmp_path, tiny_dir, piqa_dir, "--tasks", "piqa", "--omit", "1,3")
     b = _eval(tmp_path, tiny_dir, piqa_dir, "--tasks", "[piqa]", "--omit", "[1, 3]")
     assert a["results"] == b["results"]
-    assert set(a) == {"results", "average", "omission_sets", "config", "seconds"}
+    assert set(a) == {"results", "average", "omission_sets", "blocks_kept", "kinds", "config", "seconds"}
+    assert a["blocks_kept"] == {"omit": 4.0} and a["kinds"] == {"omit": "static"}
+    assert all((Path(out).with_suffix(s)).is_file() for out in tmp_path.glob("out*.json") for s in (".md", ".csv"))
     res = a["results"]["omit"]["piqa"]
     assert set(res) == {"acc", "acc_norm", "n"} and 0 < res["n"] < len(PIQA)
     assert a["average"] == {"omit": res["acc"]} and a["omission_sets"] == {"omit": [1, 3]}
@@ -83,11 +87,33 @@ def test_eval_candidates_table(tmp_path, tiny_dir, piqa_dir, capsys):
     )
     report = _eval(tmp_path, tiny_dir, piqa_dir, "--tasks", "piqa", "--candidates", str(cand))
     assert list(report["results"]) == ["dense", "piqa/likelihood", "piqa/margin"]
-    assert set(report) == {"results", "average", "omission_sets", "config", "seconds"}
+    assert set(report) == {"results", "average", "omission_sets", "blocks_kept", "kinds", "config", "seconds"}
     assert report["config"]["candidates_sha256"] and list(report["average"]) == list(report["results"])
     assert report["omission_sets"]["piqa/margin"] == [4, 3]
     header = [line for line in capsys.readouterr().out.splitlines() if line.startswith("acc %")][0]
     assert "dense" in header and "piqa/margin" in header
+
+
+def test_eval_omit_and_candidates_are_rows_of_one_table(tmp_path, tiny_dir, piqa_dir):
+    cand = tmp_path / "cands.yaml"
+    cand.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": str(tiny_dir),
+                "num_blocks": 6,
+                "num_omit": 2,
+                "candidates": [
+                    {"omit": [1, 2], "task": "piqa", "loss": "likelihood"},
+                    {"omit": [4, 3], "task": "piqa", "loss": "margin"},
+                ],
+            }
+        )
+    )
+    both = _eval(tmp_path, tiny_dir, piqa_dir, "--tasks", "piqa", "--candidates", str(cand), "--omit", "1,2")
+    alone = _eval(tmp_path, tiny_dir, piqa_dir, "--tasks", "piqa", "--candidates", str(cand))
+    assert list(both["results"]) == ["omit", "dense", "piqa/likelihood", "piqa/margin"]
+    assert both["results"]["omit"] == both["results"]["piqa/likelihood"] == alone["results"]["piqa/likelihood"]
+    assert {name: both["results"][name] for name in alone["results"]} == alone["results"]
 
 
 def test_unknown_command(capsys):
@@ -98,14 +124,18 @@ def test_unknown_command(capsys):
 
 # ------------------------------------------------------------------------------------------------- option groups
 def _command_options():
-    from pudding.commands.bench import BenchOptions
-    from pudding.commands.dataset import DatasetOptions
-    from pudding.commands.eval import EvalOptions
-    from pudding.commands.release import ReleaseOptions
+    from pudding.cli.bench import BenchOptions
+    from pudding.cli.compare import CompareOptions
+    from pudding.cli.curve import CurveOptions
+    from pudding.cli.dataset import DatasetOptions
+    from pudding.cli.eval import EvalOptions
+    from pudding.cli.release import ReleaseOptions
     from pudding.search import SearchOptions
 
     return {
         "eval": EvalOptions,
+        "compare": CompareOptions,
+        "curve": CurveOptions,
         "candidates": SearchOptions,
         "dataset": DatasetOptions,
         "bench": BenchOptions,
@@ -113,7 +143,7 @@ def _command_options():
     }
 
 
-@pytest.mark.parametrize("command", ["eval", "candidates", "dataset", "bench", "release"])
+@pytest.mark.parametrize("command", ["eval", "compare", "curve", "candidates", "dataset", "bench", "release"])
 def test_help_lists_every_option_flat_with_docstring_and_default(command, capsys):
     """Each field of the command's options dataclass is a flat flag whose help has its docstring and default."""
     from dataclasses import MISSING, fields
@@ -138,8 +168,8 @@ def test_help_lists_every_option_flat_with_docstring_and_default(command, capsys
 
 
 def test_options_parse_flat_flags_and_flat_yaml_config(tmp_path):
-    from pudding.commands.eval import EvalOptions
-    from pudding.options import parse_options
+    from pudding.cli.eval import EvalOptions
+    from pudding.cli.parse import parse_options
 
     config = tmp_path / "eval.yaml"
     config.write_text(yaml.safe_dump({"base": "some/model", "tasks": ["piqa", "boolq"], "limit": 5, "omit": "3,4"}))
@@ -163,7 +193,6 @@ def test_options_parse_flat_flags_and_flat_yaml_config(tmp_path):
         ("eval", {"device": "gpu"}, "option device: 'gpu'"),
         ("eval", {"batch_tokens": 0}, "option batch_tokens"),
         ("eval", {"average_metric": "f1"}, "option average_metric"),
-        ("eval", {"omit": "1", "candidates": "c.yaml"}, "options omit and candidates"),
         ("eval", {"router_fraction": 1.0}, "option router_fraction"),
         ("eval", {"tasks": "piqa,nope"}, "option tasks: unknown task 'nope'"),
         ("candidates", {"losses": "likelihood,nope"}, "option losses: unknown loss 'nope'"),
@@ -178,7 +207,7 @@ def test_options_parse_flat_flags_and_flat_yaml_config(tmp_path):
 )
 def test_option_groups_check_themselves(command, values, message):
     """Constructing a command's options checks every group's fields (the command line is one way to construct)."""
-    from pudding.errors import PuddingError
+    from pudding.core.errors import PuddingError
 
     with pytest.raises(PuddingError, match=message.replace("(", r"\(")):
         _command_options()[command](**values)
@@ -186,35 +215,44 @@ def test_option_groups_check_themselves(command, values, message):
 
 def test_option_groups_are_shared_not_repeated():
     """The shared fields are declared by the groups; commands inherit them (one docstring, one check each)."""
-    from pudding.option_groups import DeviceOptions, ModelOptions, OutputOptions, ScoringOptions, TaskOptions
+    from dataclasses import fields
+
+    from pudding.core.io import OutputOptions
+    from pudding.core.llm import LLMOptions
+    from pudding.core.tasks import TaskOptions
+    from pudding.routed.evaluate import BundleSettings
+    from pudding.routerdata.predict import ScoringModule
 
     opts = _command_options()
-    for name in ("eval", "candidates", "dataset", "bench"):
-        assert issubclass(opts[name], ModelOptions) and issubclass(opts[name], OutputOptions)
-    for name in ("eval", "candidates", "dataset"):
-        assert issubclass(opts[name], TaskOptions) and issubclass(opts[name], ScoringOptions)
-    for name in ("eval", "candidates", "bench"):
-        assert issubclass(opts[name], DeviceOptions)
-    assert not issubclass(opts["dataset"], DeviceOptions)  # Lightning's --trainer.* places the dataset build
+    for name in ("eval", "compare", "curve", "candidates", "dataset", "bench"):
+        assert issubclass(opts[name], LLMOptions) and issubclass(opts[name], OutputOptions)
+    for name in ("eval", "compare", "curve", "candidates", "dataset"):
+        assert issubclass(opts[name], TaskOptions)
+    for name in ("compare", "curve"):
+        assert issubclass(opts[name], BundleSettings)
+    llm = {f.name for f in fields(LLMOptions)}
+    assert llm == {"base", "dtype", "device", "batch_tokens", "cache_dir"}
+    # Lightning's --trainer.* places the dataset build: its LLM may not name another device
+    with pytest.raises(OptionError, match="option device: 'cpu'; pudding dataset runs where"):
+        ScoringModule("c.yaml", llm=LLMOptions(device="cpu"))
     # a candidate search always has a base model and an output; the defaults are the command's own
     assert (opts["candidates"]().base, opts["candidates"]().output) == ("default", "checkpoints/candidates.yaml")
     assert opts["eval"]().base is None
 
 
-def test_eval_bundle_settings_are_the_eval_options_of_the_same_name():
-    """``pudding eval --bundle`` hands its options to the bundle evaluation as one BundleSettings, read by name: every
-    setting but ``log`` is an option; keyword overrides replace fields, and a misspelt one is an error."""
-    from dataclasses import fields
+def test_bundle_settings_are_the_compare_and_curve_options_of_the_same_name():
+    """``pudding compare`` and ``pudding curve`` options are BundleSettings (with the LLM's): the bundle evaluation
+    reads them by name; keyword overrides replace fields, and a misspelt one is an error."""
+    from dataclasses import replace
 
-    from pudding.commands.eval import EvalOptions
+    from pudding.cli.compare import CompareOptions
     from pudding.routed.evaluate import BundleSettings
 
-    assert {f.name for f in fields(BundleSettings)} - {f.name for f in fields(EvalOptions)} == {"log"}
     values = dict(limit=7, dtype="float32", device="cpu", batch_tokens=256, cache_dir="models", outcomes_dir="outcomes")
     values |= dict(sleb=False, sleb_samples=3, corpus="corpus.txt")
-    settings = BundleSettings.from_options(EvalOptions(base="given", **values), base="resolved")
-    assert settings == BundleSettings(base="resolved", **values)
-    assert BundleSettings.resolve(settings, {"limit": 2}) == BundleSettings(base="resolved", **(values | {"limit": 2}))
-    assert settings.limit == 7 and BundleSettings.resolve(None, {}) == BundleSettings()
+    settings = replace(CompareOptions(base="given", **values), base="resolved")
+    assert BundleSettings.resolve(settings, {}) == CompareOptions(base="resolved", **values)
+    assert BundleSettings.resolve(settings, {"limit": 2}).limit == 2 and settings.limit == 7
+    assert BundleSettings.resolve(None, {}) == BundleSettings()
     with pytest.raises(TypeError, match="sleb_sample"):
         BundleSettings.resolve(settings, {"sleb_sample": 2})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pudding.models import dtype as dtype_module
-from pudding.models.dtype import choose_dtype
+from pudding.core.models import dtype as dtype_module
+from pudding.core.models.dtype import choose_dtype
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_timed_check_runs_and_is_positive():
 
 def test_outputs_record_the_dtype(tiny_llama, tokenizer, tmp_path):
     """The candidate file's search section carries dtype, how it was asked for and why."""
-    from pudding.models.loading import BaseModel
+    from pudding.core.models.loading import BaseModel
     from pudding.search.runs import dtype_record
 
     base = BaseModel(model=tiny_llama, tokenizer=tokenizer, name="tiny", dtype_choice=choose_dtype("float32", "cpu"))

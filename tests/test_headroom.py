@@ -7,7 +7,7 @@ import math
 import pytest
 
 from pudding.routerdata import headroom, headroom_table
-from pudding.routerdata.store import make_dataset
+from pudding.routerdata.dataset import make_dataset
 
 NAMES = ["a", "b", "c"]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pudding.io import atomic_folder, atomic_save_safetensors, atomic_write_json, atomic_write_text
+from pudding.core.io import atomic_folder, atomic_save_safetensors, atomic_write_json, atomic_write_text
 
 
 def test_next_write_removes_what_a_killed_writer_left(tmp_path):

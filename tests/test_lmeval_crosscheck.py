@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import lmeval_bridge
 
-from pudding import lmeval_bridge
-from pudding.outcomes import evaluate_items
-from pudding.tasks import load_split
+from pudding.core.outcomes import evaluate_items
+from pudding.core.tasks import load_split
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from pudding.models.adapters import adapter_for, get_layers, num_blocks
-from pudding.models.omission import OmissionError, kept_blocks, omit_blocks, validate_omission
+from pudding.core.models.adapters import adapter_for, get_layers, num_blocks
+from pudding.core.models.omission import OmissionError, kept_blocks, omit_blocks, validate_omission
 
 FAMILIES = ["llama", "qwen2", "mistral", "gemma", "gemma2", "opt", "gpt2", "gpt_neox"]
 VOCAB = 256

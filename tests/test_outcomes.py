@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import interrupted_after
 
-from pudding import outcomes as outcomes_module
-from pudding.evaluation import judge, split_scores
-from pudding.outcomes import Outcomes, compute_outcomes, evaluate_sets, set_key
-from pudding.scoring import Scorer
-from pudding.tasks import Item
+from pudding.core import outcomes as outcomes_module
+from pudding.core.accuracy import judge, split_scores
+from pudding.core.outcomes import Outcomes, compute_outcomes, evaluate_sets, set_key
+from pudding.core.scoring import Scorer
+from pudding.core.tasks import Item
 
 WORDS = ["the", "a", "cat", "dog", "sun", "rain", "tree", "river", "stone", "light", "quick", "slow", "red", "blue"]
 SETS = [(), (1, 4), (2, 3), (1, 2), (3, 4)]

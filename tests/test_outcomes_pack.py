@@ -13,19 +13,19 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import interrupted_after, module_with_data, tiny_dataset, tiny_encoder, write_piqa
 
-from pudding import outcomes as outcomes_module
-from pudding.outcomes import compute_outcomes
-from pudding.outcomes_pack import (
+from pudding.core import outcomes as outcomes_module
+from pudding.core.outcomes import compute_outcomes
+from pudding.core.outcomes_progress import (
     COLUMNS,
     PACK_FORMAT,
     OutcomesPackError,
-    OutcomesSaver,
+    outcomes_saver,
     pack_outcomes,
     read_outcomes_pack,
     unpack_outcomes,
 )
-from pudding.scoring import Scorer
-from pudding.tasks import Item
+from pudding.core.scoring import Scorer
+from pudding.core.tasks import Item
 
 WORDS = ["the", "a", "cat", "dog", "sun", "rain", "tree", "river", "stone", "light", "quick", "slow", "red", "blue"]
 SETS = [(), (1, 4), (2, 3), (1, 2), (3, 4)]
@@ -150,7 +150,7 @@ def test_unpack_adds_the_sets_a_shard_lacks_and_keeps_its_own(scorer, tmp_path, 
 
 
 def test_sleb_records_travel_and_others_stay_behind(scorer, tmp_path):
-    from pudding.outcomes import model_key
+    from pudding.core.outcomes import model_key
     from pudding.search.sleb import sleb_search
 
     cache = tmp_path / "cache"
@@ -215,16 +215,16 @@ def test_missing_damaged_and_foreign_files_are_one_line_errors(scorer, tmp_path)
 
 def test_saver_seeds_only_from_an_existing_file_and_reports_a_failed_save(scorer, tmp_path):
     lines: list[str] = []
-    saver = OutcomesSaver(tmp_path / "cache", tmp_path / "p.parquet", log=lines.append, every=0.0)
+    saver = outcomes_saver(tmp_path / "cache", tmp_path / "p.parquet", log=lines.append, every=0.0)
     assert saver.seed() is None and not (tmp_path / "p.parquet").exists()
     assert saver.save() is None and "could not save" in lines[-1]  # no cache yet: reported, not raised
     run(scorer, tmp_path / "cache", SETS[:2], {"toy": TASKS["toy"][:4]})
     saver.maybe_save()
     assert read_outcomes_pack(tmp_path / "p.parquet")[1]["shards"] == 1
-    assert OutcomesSaver(tmp_path / "fresh", tmp_path / "p.parquet", log=lines.append).seed().written == 1
+    assert outcomes_saver(tmp_path / "fresh", tmp_path / "p.parquet", log=lines.append).seed().written == 1
 
 
-# ------------------------------------------------------------------------------------------ pudding eval --bundle
+# ------------------------------------------------------------------------------------------ pudding compare
 
 
 @pytest.fixture(scope="module")
@@ -240,8 +240,8 @@ def bundle(tmp_path_factory, tiny_llm_dir):
 def eval_bundle(bundle, outcomes_dir, output, progress_file):
     from pudding.cli import main
 
-    args = ["eval", "--bundle", bundle["bundle"], "--base", bundle["llm"], "--data_dir", bundle["data"]]
-    args += ["--tasks", "piqa", "--dtype", "float32", "--device", "cpu", "--sleb_samples", 2, "--progress", "false"]
+    args = ["compare", "--bundle", bundle["bundle"], "--base", bundle["llm"], "--data_dir", bundle["data"]]
+    args += ["--tasks", "piqa", "--dtype", "float32", "--device", "cpu", "--sleb_samples", 2]
     args += ["--outcomes_dir", outcomes_dir, "--outcomes_progress", progress_file, "--output", output]
     main([str(a) for a in args])
     return json.loads(output.read_text())
@@ -285,11 +285,11 @@ def test_eval_outcomes_progress_needs_a_bundle_and_a_readable_file(bundle, tmp_p
     from pudding.cli import main
 
     for extra, message in [
-        ([], "option outcomes_progress keeps a bundle evaluation's outcomes: give --bundle too"),
-        (["--bundle", str(bundle["bundle"])], "is a folder, give a file"),
+        (["eval"], "unrecognized arguments: --outcomes_progress"),  # pudding eval keeps no outcomes
+        (["compare", "--bundle", str(bundle["bundle"])], "is a folder, give a file"),
     ]:
         with pytest.raises(SystemExit) as exc:
-            main(["eval", "--tasks", "piqa", "--outcomes_progress", str(tmp_path), *extra])
+            main([*extra, "--tasks", "piqa", "--outcomes_progress", str(tmp_path)])
         err = capsys.readouterr().err.strip().splitlines()
         assert exc.value.code == 2 and len(err) == 1 and message in err[0], err
     bad = tmp_path / "bad.parquet"

@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import module_with_data, routed_accuracy, tiny_dataset, tiny_encoder
 
-from pudding.models.omission import kept_blocks
+from pudding.core.models.omission import kept_blocks
+from pudding.core.scoring import Scorer
 from pudding.routed.model import PuddingModel, group_by_choice
 from pudding.router.bundle import export_bundle
-from pudding.scoring import Scorer
 
 PROMPTS = [
     "Question: Which is heavier, a stone or a leaf?\nAnswer:",
@@ -29,14 +29,14 @@ def routed(tmp_path_factory, tiny_llm_dir) -> PuddingModel:
     module, _ = module_with_data(setup)
     # a router whose choices differ between prompts: head row i points at prompt i's (centred) pooled features
     seen = []
-    hook = module.head.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach()))
-    module.predict_texts(PROMPTS)
+    hook = module.router.head.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach()))
+    module.router.predict_texts(PROMPTS)
     hook.remove()
     features = torch.cat(seen)[: len(PROMPTS)]
     centred = features - features.mean(dim=0)
     with torch.no_grad():
-        module.head.weight.copy_(centred / centred.norm(dim=1, keepdim=True))
-        module.head.bias.zero_()
+        module.router.head.weight.copy_(centred / centred.norm(dim=1, keepdim=True))
+        module.router.head.bias.zero_()
     bundle = export_bundle(module, root / "bundle")
     return PuddingModel.from_pretrained(
         bundle, base=str(tiny_llm_dir), device="cpu", dtype="float32", cache_dir=root / "c"
@@ -115,7 +115,7 @@ def test_lm_eval_model_answers_lm_evals_own_instances(routed, monkeypatch):
     from lm_eval.api.instance import Instance
 
     import pudding  # noqa: F401  (registers the model)
-    from pudding.routed.lmeval import PuddingLM
+    from pudding.integrations.lmeval import PuddingLM
 
     assert registry.get_model("pudding") is PuddingLM and registry.get_model("hf").__name__ == "HFLM"
     monkeypatch.setattr(PuddingModel, "from_pretrained", classmethod(lambda cls, *a, **k: routed))
@@ -156,8 +156,8 @@ def test_bundle_for_another_block_count_is_refused(routed, tmp_path):
 
 
 def test_eval_bundle_table_routed_row_equals_direct_scoring(routed, shared_data, tmp_path):
+    from pudding.core.tasks import DataOptions, eval_items
     from pudding.routed.evaluate import evaluate_bundle
-    from pudding.tasks import DataOptions, eval_items
 
     options = DataOptions(data_dir=str(shared_data))
     report = evaluate_bundle(
@@ -209,11 +209,11 @@ def test_quickstart_notebook_runs_on_a_tiny_configuration(routed, shared_data, t
 def test_eval_bundle_command_checks_before_loading_and_writes_the_table(routed, shared_data, tmp_path, capsys):
     from pudding.cli import main
 
-    common = ["eval", "--tasks", "piqa", "--limit", "3", "--data_dir", str(shared_data), "--dtype", "float32"]
+    common = ["compare", "--tasks", "piqa", "--limit", "3", "--data_dir", str(shared_data), "--dtype", "float32"]
     common += ["--outcomes_dir", str(tmp_path / "outcomes"), "--sleb_samples", "1", "--device", "cpu"]
     bad = [
         (["--bundle", str(tmp_path / "nowhere")], "does not exist"),
-        (["--bundle", str(routed.bundle_dir), "--omit", "1,2"], "drop --candidates and --omit"),
+        (["--bundle", str(routed.bundle_dir), "--omit", "1,2"], "unrecognized arguments: --omit 1,2"),
         (["--bundle", str(routed.bundle_dir), "--corpus", str(tmp_path / "no.txt")], "option corpus"),
     ]
     for extra, message in bad:

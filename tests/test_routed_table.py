@@ -8,8 +8,8 @@ import io
 import numpy as np
 import pytest
 
-from pudding.outcomes import Outcomes, set_key
-from pudding.routed.table import build_rows, csv_table, markdown_table, routing_histogram
+from pudding.core.outcomes import Outcomes, set_key
+from pudding.core.results import build_rows, csv_table, markdown_table, routing_histogram
 
 SETS = [(1, 2), (3, 4), (2, 5)]
 NAMES = ["a/likelihood", "b/margin", "c/likelihood"]

@@ -10,9 +10,10 @@ import pytest
 import torch
 from conftest import NAMES, SETS, module_with_data, tiny_dataset, tiny_encoder
 
+from pudding.cli.train import main
+from pudding.core.candidates import Choices
 from pudding.router.bundle import BundleError, export_bundle, load_bundle
 from pudding.router.module import RouterModelError
-from pudding.train_cli import main
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +142,10 @@ def test_overrides_reach_the_config_and_the_module(setup, capsys):
     [
         (["--data.datasets", "/nonexistent/ds"], "router dataset /nonexistent/ds does not exist"),
         (["--model.encoder", "/nonexistent/enc"], "option model.encoder: cannot load '/nonexistent/enc'"),
+        (["--model.head_hidden", "[0]"], "option model.head_hidden: layer sizes must be positive, got [0]"),
+        (["--model.pooling", "last"], "option model.pooling: 'last' is not one of cls, mean for this encoder"),
+        (["--data.batch_size", "x"], 'Parser key "data.batch_size"'),
+        (["--model.frob", "1"], "unrecognized arguments: --model.frob 1 (see pudding-train --help)"),
     ],
 )
 def test_bad_input_is_one_line_and_status_2(setup, tmp_path, monkeypatch, capsys, extra, expected):
@@ -180,11 +185,15 @@ def test_mixed_candidate_files_and_not_a_dataset_are_refused(setup, tmp_path, mo
 def test_setup_takes_k_names_and_best_static_from_the_data(setup):
     module, data = module_with_data(setup)
     train_scores = np.stack([e["scores"] for e in data.train_set])
-    assert module.num_candidates == 4 and module.candidate_names == NAMES and module.omission_sets == SETS
-    assert module.best_static == int(np.argmax(train_scores.mean(0)))
+    assert (
+        module.router.num_candidates == 4
+        and module.router.candidate_names == NAMES
+        and module.router.omission_sets == SETS
+    )
+    assert module.router.best_static == int(np.argmax(train_scores.mean(0)))
     assert module.tasks == ["boolq", "piqa"]
     assert module.references["ref/train_regret_best_static"] == pytest.approx(
-        float((train_scores.max(1) - train_scores[:, module.best_static]).mean()), abs=1e-6
+        float((train_scores.max(1) - train_scores[:, module.router.best_static]).mean()), abs=1e-6
     )
 
 
@@ -192,24 +201,24 @@ def test_route_texts_is_argmax_of_predict_texts_in_input_order(setup):
     module, data = module_with_data(setup, dropout=0.5)
     module.train()
     texts = [f"Question: {' '.join(['red'] * n)}?\nAnswer:" for n in (30, 1, 12, 5, 50)]
-    preds = module.predict_texts(texts, batch_size=2)
+    preds = module.router.predict_texts(texts, batch_size=2)
     assert module.training  # mode restored
     assert preds.shape == (5, 4) and preds.dtype == torch.float32
-    assert module.route_texts(texts) == preds.argmax(-1).tolist()
-    one_by_one = torch.cat([module.predict_texts([t]) for t in texts])
+    assert module.router.route_texts(texts) == preds.argmax(-1).tolist()
+    one_by_one = torch.cat([module.router.predict_texts([t]) for t in texts])
     torch.testing.assert_close(preds, one_by_one, atol=1e-5, rtol=1e-5)  # sorting and padding change nothing
 
 
 def test_bundle_round_trip_gives_identical_predictions(setup, tmp_path):
     module, _ = module_with_data(setup)
     with torch.no_grad():
-        module.head.weight.normal_()  # predictions that differ between candidates
+        module.router.head.weight.normal_()  # predictions that differ between candidates
     texts = ["Question: the sun and the rain?\nAnswer:", "Question: a dog?\nAnswer:", "x " * 100]
     folder = export_bundle(module, tmp_path / "bundle")
     loaded, info = load_bundle(folder)
-    assert torch.equal(loaded.predict_texts(texts), module.predict_texts(texts))
-    assert loaded.route_texts(texts) == module.route_texts(texts)
-    assert info["best_static"] == module.best_static and info["candidates_sha256"] == "c" * 64
+    assert torch.equal(loaded.predict_texts(texts), module.router.predict_texts(texts))
+    assert loaded.route_texts(texts) == module.router.route_texts(texts)
+    assert info["best_static"] == module.router.best_static and info["candidates_sha256"] == "c" * 64
     assert set(info["versions"]) >= {"torch", "lightning", "transformers"}
     with pytest.raises(BundleError, match="exists; pass overwrite"):
         export_bundle(module, folder)
@@ -236,7 +245,7 @@ def test_bundle_mismatches_and_missing_files_fail_with_one_line(setup, tmp_path)
 def test_k_mismatch_between_router_and_data_is_refused(setup, tmp_path):
     module, _ = module_with_data(setup)
     with pytest.raises(RouterModelError, match="the router has K=4 outputs, the data has K=3 candidates"):
-        module.configure_candidates(NAMES[:3], SETS[:3], 0)
+        module.configure_choices(Choices.of(NAMES[:3], SETS[:3], 6), 0)
 
 
 @pytest.mark.parametrize("loss", ["mse", "huber", "listnet"])

@@ -16,13 +16,14 @@ from lightning.pytorch.cli import LightningCLI
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pudding import outcomes
-from pudding.evaluation import judge
-from pudding.models.loading import load_base
+from pudding.core import outcomes
+from pudding.core.accuracy import judge
+from pudding.core.llm import LLMOptions
+from pudding.core.models.loading import load_base
+from pudding.core.scoring import Scorer
+from pudding.core.tasks import DataOptions, clear_cache, eval_items, router_items
 from pudding.router import zeroshot
 from pudding.router.zeroshot import ZeroShotError, ZeroShotEvalCallback
-from pudding.scoring import Scorer
-from pudding.tasks import DataOptions, clear_cache, eval_items, router_items
 
 SETS = [(1, 4), (2, 3), (0, 5), (3, 4)]
 TASKS = ("arc_easy", "boolq")
@@ -95,6 +96,11 @@ class FakeRouter(LightningModule):
         self.routed_calls += 1
         return self.predict_texts(texts).argmax(dim=1).tolist()
 
+    @property
+    def router(self) -> FakeRouter:
+        """The callback reads the router of its module (a RouterModule's ``router``): here the module itself."""
+        return self
+
 
 class FakeData(LightningDataModule):
     """Router dataset metadata and rows, plus a few dummy batches so the loops run."""
@@ -133,7 +139,8 @@ def setup(tmp_path_factory, tiny_llm_dir) -> dict:
 
 
 def callback(setup: dict, **kwargs) -> ZeroShotEvalCallback:
-    options = dict(limit=LIMIT, data_dir=str(setup["data"]), dtype="float32", device="cpu", cache_dir=setup["cache"])
+    llm = LLMOptions(dtype="float32", device="cpu")
+    options = dict(limit=LIMIT, data_dir=str(setup["data"]), llm=llm, cache_dir=setup["cache"])
     options["outcomes_dir"] = str(setup["root"] / "outcomes")  # the default is the checkout's checkpoints/outcomes
     return ZeroShotEvalCallback(**(options | kwargs))
 
@@ -257,7 +264,7 @@ def test_second_run_reuses_the_cache_without_loading_the_model(setup, first_run,
 
 
 def test_outcomes_progress_file_carries_the_outcomes_to_a_fresh_machine(setup, first_run, tmp_path, monkeypatch):
-    from pudding.outcomes_pack import read_outcomes_pack
+    from pudding.core.outcomes_progress import read_outcomes_pack
 
     progress = tmp_path / "progress.parquet"
     dirs = dict(cache_dir=tmp_path / "table1", outcomes_dir=str(tmp_path / "shards1"), outcomes_progress=str(progress))

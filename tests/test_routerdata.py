@@ -19,17 +19,18 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from pudding.candidates import Candidate, CandidateSet, file_hash
-from pudding.errors import OutputError
-from pudding.models.loading import load_base
-from pudding.models.omission import kept_blocks
-from pudding.prefix import plan_runs
-from pudding.release import ReleaseError, check_release, write_release
+from pudding.core.candidates import Candidate, CandidateSet, file_hash
+from pudding.core.errors import OutputError
+from pudding.core.llm import LLMOptions
+from pudding.core.models.loading import load_base
+from pudding.core.models.omission import kept_blocks
+from pudding.core.prefix import plan_runs
+from pudding.core.scoring import Scorer
+from pudding.core.tasks import DataOptions, clear_cache, router_items
+from pudding.router.data import RouterCollator, RouterDataModule, split_items, transform_targets
 from pudding.routerdata import (
     META_FILE,
-    RouterCollator,
     RouterDataError,
-    RouterDataModule,
     ScoringDataModule,
     ScoringModule,
     build_dataset,
@@ -37,14 +38,11 @@ from pudding.routerdata import (
     make_chunks,
     save_dataset,
     score_candidates,
-    transform_targets,
 )
-from pudding.routerdata.datamodule import split_items
+from pudding.routerdata.dataset import make_dataset
 from pudding.routerdata.progress import pack_progress, unpack_progress
+from pudding.routerdata.release import ReleaseError, check_release, write_release
 from pudding.routerdata.scores import export_scores, rebuild_dataset
-from pudding.routerdata.store import make_dataset
-from pudding.scoring import Scorer
-from pudding.tasks import DataOptions, clear_cache, router_items
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = [(1, 4), (2, 3), (0, 5), (3, 4), (4, 5)]
@@ -96,7 +94,7 @@ def trainer(**kwargs) -> Trainer:
 
 
 def build(setup: dict, output: Path, **kwargs) -> Path | None:
-    module = ScoringModule(candidates=str(setup["candidates"]), dtype="float32")  # auto is bf16 on AMX machines
+    module = ScoringModule(candidates=str(setup["candidates"]), llm=LLMOptions(dtype="float32"))  # auto: bf16 on AMX
     data = ScoringDataModule(tasks=TASKS, data_dir=str(setup["data"]), items_per_batch=kwargs.pop("items_per_batch", 8))
     return build_dataset(trainer(), module, data, output, **kwargs)
 
@@ -263,7 +261,7 @@ def test_same_config_gives_identical_dataset_and_resumes_from_shards(tiny_setup,
 
 
 def test_output_from_other_settings_is_refused_and_saving_is_atomic(tiny_setup, reference, tmp_path, monkeypatch):
-    module = ScoringModule(candidates=str(tiny_setup["candidates"]), dtype="float32")
+    module = ScoringModule(candidates=str(tiny_setup["candidates"]), llm=LLMOptions(dtype="float32"))
     data = ScoringDataModule(tasks=TASKS, data_dir=str(tiny_setup["data"]), items_per_batch=8, limit=5)
     with pytest.raises(OutputError, match="other settings"):
         build_dataset(trainer(), module, data, reference)
@@ -519,7 +517,7 @@ def test_rebuild_refuses_what_does_not_match_with_one_line(tiny_setup, reference
 
 
 def test_dataset_command_rebuilds_from_scores_and_prints_headroom(tiny_setup, reference, tmp_path, capsys):
-    from pudding.commands.dataset import main
+    from pudding.cli.dataset import main
 
     folder = tmp_path / "rel"
     folder.mkdir()
@@ -616,7 +614,8 @@ def test_progress_file_of_other_settings_or_damaged_is_refused_in_one_line(tiny_
     pack_progress(_reference_run(reference), state)
 
     def refused(path: Path, dtype: str = "float32", batch_tokens: int = 1024) -> str:
-        module = ScoringModule(candidates=str(tiny_setup["candidates"]), dtype=dtype, batch_tokens=batch_tokens)
+        llm = LLMOptions(dtype=dtype, batch_tokens=batch_tokens)
+        module = ScoringModule(candidates=str(tiny_setup["candidates"]), llm=llm)
         data = ScoringDataModule(tasks=TASKS, data_dir=str(tiny_setup["data"]), items_per_batch=8)
         with pytest.raises(RouterDataError) as info:
             build_dataset(trainer(), module, data, tmp_path / "out", progress=path)
@@ -669,13 +668,13 @@ def test_progress_file_is_rewritten_while_scoring(tiny_setup, reference, tmp_pat
 def test_pack_progress_option_packs_a_build_without_loading_a_model(
     tiny_setup, reference, tmp_path, monkeypatch, capsys
 ):
-    import pudding.routerdata.module as scoring_module
-    from pudding.commands.dataset import main
+    import pudding.core.models.loading as loading
+    from pudding.cli.dataset import main
 
     def no_model(*args, **kwargs):
         raise AssertionError("no model may be loaded")
 
-    monkeypatch.setattr(scoring_module, "load_base", no_model)
+    monkeypatch.setattr(loading, "load_base", no_model)
     args = ["--candidates", str(tiny_setup["candidates"]), "--tasks", TASKS, "--data_dir", str(tiny_setup["data"])]
     args += ["--items_per_batch", "8", "--dtype", "float32", "--trainer.accelerator", "cpu"]
     state = tmp_path / "state.parquet"

@@ -7,9 +7,9 @@ import torch
 from conftest import tiny_model
 from test_omission import FAMILIES
 
-from pudding.models.adapters import adapter_for
-from pudding.models.omission import kept_blocks, omit_blocks
-from pudding.scoring import Scorer
+from pudding.core.models.adapters import adapter_for
+from pudding.core.models.omission import kept_blocks, omit_blocks
+from pudding.core.scoring import Scorer
 
 REQUESTS = [
     ("Question: What is the capital of France?\nAnswer:", " Paris"),

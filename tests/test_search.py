@@ -9,9 +9,10 @@ import pytest
 import yaml
 from conftest import interrupted_after
 
-from pudding.candidates import Candidate, CandidateFileError, CandidateSet, load_candidates
-from pudding.errors import OptionError
-from pudding.scoring import Scorer
+from pudding.core.candidates import Candidate, CandidateFileError, CandidateSet, load_candidates
+from pudding.core.errors import OptionError
+from pudding.core.scoring import Scorer
+from pudding.core.tasks import Item
 from pudding.search import (
     FastEvaluator,
     NaiveEvaluator,
@@ -33,7 +34,6 @@ from pudding.search.objectives import (
     requests_for,
     sample_indices,
 )
-from pudding.tasks import Item
 
 
 def _item(task: str, i: int, context: str, choices: list[str], gold: int) -> Item:
@@ -178,7 +178,7 @@ def _options(tmp_path, name: str, **overrides) -> SearchOptions:
 
 
 def _tiny_base(model, tokenizer):
-    from pudding.models.loading import BaseModel
+    from pudding.core.models.loading import BaseModel
 
     return BaseModel(model=model, tokenizer=tokenizer, name="tiny")
 
@@ -568,7 +568,7 @@ def test_a_file_of_several_depths_loads_with_depth_names(tmp_path):
 # ------------------------------------------------------------------------------------------------ command line
 def test_command_line_with_config_and_overrides(model, tokenizer, tmp_path, shared_data, capsys):
     """End to end on real data with a tiny saved model: config file, command-line overrides, valid output."""
-    from pudding.commands.candidates import main
+    from pudding.cli.candidates import main
 
     model_dir = tmp_path / "tiny-model"
     model.save_pretrained(model_dir)

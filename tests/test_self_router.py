@@ -9,14 +9,15 @@ import torch
 from conftest import routed_accuracy, tiny_dataset, tiny_model
 from test_routed_model import PROMPTS, assert_each_scored_under_its_choice, generated_without
 
-from pudding.models.adapters import get_layers
-from pudding.models.loading import load_base
+from pudding.cli.train import main
+from pudding.core.llm import LLMOptions
+from pudding.core.models.adapters import get_layers
+from pudding.core.models.loading import load_base
+from pudding.core.scoring import Scorer
 from pudding.routed.model import PuddingModel
 from pudding.router.bundle import load_bundle
+from pudding.router.data import RouterDataModule
 from pudding.router.self_features import SelfRouterError, keep_first_of, pool_rows
-from pudding.routerdata import RouterDataModule
-from pudding.scoring import Scorer
-from pudding.train_cli import main
 
 SETS = [[1, 4], [2, 3], [2, 5], [3, 4]]  # none omits block 0: keep_first=1
 
@@ -32,9 +33,7 @@ def data_module(setup: dict) -> RouterDataModule:
         datasets=str(setup["dataset"]),
         router="self",
         batch_size=8,
-        self_base=str(setup["llm"]),
-        self_dtype="float32",
-        self_cache_dir=str(setup["root"] / "models"),
+        llm=LLMOptions(base=str(setup["llm"]), dtype="float32", cache_dir=str(setup["root"] / "models")),
     )
 
 
@@ -51,7 +50,7 @@ def test_features_are_the_first_blocks_output_pooled_and_cached(setup, tiny_llam
     data.setup("fit")
     rows = data.train_set + data.val_set
     assert data.meta["self_features"]["keep_first"] == 1 and data.meta["self_features"]["hidden_size"] == 32
-    from pudding.routerdata.store import load_router_dataset
+    from pudding.routerdata.dataset import load_router_dataset
 
     table = load_router_dataset(setup["dataset"])[0].to_dict()
     text_of = {(t, i): x for t, i, x in zip(table["task"], table["item_id"], table["router_text"], strict=True)}
@@ -65,7 +64,7 @@ def test_features_are_the_first_blocks_output_pooled_and_cached(setup, tiny_llam
     def refuse(*args, **kwargs):
         raise AssertionError("the cached features must be reused without loading the base model")
 
-    monkeypatch.setattr("pudding.models.loading.load_base", refuse)
+    monkeypatch.setattr("pudding.core.models.loading.load_base", refuse)
     again = data_module(setup)
     again.setup("fit")
     torch.testing.assert_close(
@@ -105,11 +104,11 @@ def fit_args(setup: dict, out) -> list[str]:
         "1e-2",
         "--model.warmup_steps",
         "0",
-        "--data.self_base",
+        "--data.llm.base",
         str(setup["llm"]),
-        "--data.self_dtype",
+        "--data.llm.dtype",
         "float32",
-        "--data.self_cache_dir",
+        "--data.llm.cache_dir",
         str(setup["root"] / "models"),
         "--data.batch_size",
         "8",
@@ -143,7 +142,7 @@ def test_fit_with_encoder_self_writes_a_head_only_bundle(setup, trained):
 
 
 def test_bundle_routes_texts_from_the_given_base_model(setup, trained, tiny_llama, tokenizer):
-    from pudding.models.loading import BaseModel
+    from pudding.core.models.loading import BaseModel
 
     lm = BaseModel(model=tiny_llama, tokenizer=tokenizer, name=str(setup["llm"]))
     router, config = load_bundle(trained["bundle"], base_num_blocks=6, lm=lm)
@@ -207,7 +206,7 @@ def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks_a
 
 
 def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
-    from pudding.bench import bench_length, first_blocks, generate, prefill, route_hidden, self_routed_prefill
+    from pudding.routed.bench import bench_length, first_blocks, generate, prefill, route_hidden, self_routed_prefill
     from pudding.routed.self_prefill import routed_prefill
 
     model, tokenizer, router = routed.lm.model, routed.lm.tokenizer, routed.router
@@ -230,8 +229,8 @@ def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
 
 
 def test_eval_bundle_accepts_a_self_bundle(setup, trained, shared_data, tmp_path):
+    from pudding.core.tasks import DataOptions, eval_items
     from pudding.routed.evaluate import evaluate_bundle
-    from pudding.tasks import DataOptions, eval_items
 
     options = DataOptions(data_dir=str(shared_data))
     report = evaluate_bundle(
@@ -261,7 +260,7 @@ def test_routed_prefill_fills_the_cache_a_plain_prefill_of_the_chosen_set_fills(
     """keep_first=2, two rows routed to different sets: cache layer i is the i-th kept block's, prompt minus one."""
     from transformers import DynamicCache
 
-    from pudding.models.omission import omit_blocks
+    from pudding.core.models.omission import omit_blocks
     from pudding.routed.self_prefill import routed_prefill
 
     sets = [[2, 4], [3]]
@@ -302,10 +301,10 @@ def test_zeroshot_callback_computes_a_self_routers_item_features_from_its_one_ll
 ):
     from test_router_zeroshot import write_data
 
+    from pudding.core.tasks import clear_cache
     from pudding.router import zeroshot
-    from pudding.tasks import clear_cache
 
-    module, _ = load_bundle(trained["bundle"])  # no LLM attached: its encoder would load one to route
+    router, _ = load_bundle(trained["bundle"])  # no LLM attached: its encoder would load one to route
     meta = {
         "base_model": str(setup["llm"]),
         "omission_sets": SETS,
@@ -317,26 +316,24 @@ def test_zeroshot_callback_computes_a_self_routers_item_features_from_its_one_ll
     cb = zeroshot.ZeroShotEvalCallback(
         limit=3,
         data_dir=str(write_data(tmp_path / "data")),
-        dtype="float32",
-        device="cpu",
+        llm=LLMOptions(dtype="float32", device="cpu", cache_dir=str(setup["root"] / "models")),
         cache_dir=tmp_path / "cache",
         outcomes_dir=tmp_path / "outcomes",
-        model_cache_dir=str(setup["root"] / "models"),
     )
-    sets = cb.plan(meta, [], module.omission_sets, torch.device("cpu"))
+    sets = cb.plan(meta, [], router.omission_sets, torch.device("cpu"))
     loads = []
     monkeypatch.setattr(zeroshot, "load_base", lambda *a, **k: loads.append(a) or load_base(*a, **k))
 
     def refuse(*args, **kwargs):
         raise AssertionError("the self encoder loaded a second copy of the base model")
 
-    monkeypatch.setattr("pudding.models.loading.load_base", refuse)
-    cb.load_or_compute(sets, module)
+    monkeypatch.setattr("pudding.core.models.loading.load_base", refuse)
+    cb.load_or_compute(sets, router)
     texts = [item.router_text for items in cb.items.values() for item in items]
     assert len(loads) == 1 and len(texts) == 6
-    got = module.predict_texts(texts)
-    module.encoder.attach(tiny_llama, tokenizer)  # reference: the features from the model itself, fresh
-    torch.testing.assert_close(got, module.predict_texts(texts), atol=1e-5, rtol=1e-5)
+    got = router.predict_texts(texts)
+    router.encoder.attach(tiny_llama, tokenizer)  # reference: the features from the model itself, fresh
+    torch.testing.assert_close(got, router.predict_texts(texts), atol=1e-5, rtol=1e-5)
     clear_cache()
 
 

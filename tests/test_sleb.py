@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pudding.scoring import Scorer
+from pudding.core.scoring import Scorer
 from pudding.search.objectives import perplexity_loss, text_requests
 from pudding.search.sleb import sleb_search
 

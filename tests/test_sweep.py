@@ -1,8 +1,8 @@
-"""The accuracy–compute curve (issue #15, part 4): ``pudding eval --bundle DIR --sweep``.
+"""The accuracy–compute curve (issue #15, part 4): ``pudding curve --bundle DIR``.
 
 A tiny random Llama (6 blocks) routed by a tiny router over candidates of three depths (1, 2 and 3 blocks omitted)
 plus the dense model; real evaluation items of two tasks (a few per task). Every number is checked against an
-independent route to it: the dense row, separate ``pudding eval --bundle --budget B`` runs, the router data.
+independent route to it: the dense row, separate ``pudding compare --bundle --budget B`` runs, the router data.
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ def setup(tmp_path_factory, tiny_llm_dir) -> dict:
     return setup
 
 
-def eval_args(setup: dict, shared_data: Path, output: Path, *extra) -> list[str]:
-    args = ["eval", "--bundle", setup["bundle"], "--base", setup["llm"], "--data_dir", shared_data]
+def eval_args(setup: dict, shared_data: Path, output: Path, *extra, command: str = "curve") -> list[str]:
+    args = [command, "--bundle", setup["bundle"], "--base", setup["llm"], "--data_dir", shared_data]
     args += ["--tasks", ",".join(TASKS), "--limit", LIMIT, "--dtype", "float32", "--device", "cpu"]
-    args += ["--outcomes_dir", setup["root"] / "outcomes", "--sleb_samples", 2, "--progress", "false"]
+    args += ["--outcomes_dir", setup["root"] / "outcomes", "--sleb_samples", 2]
     return [str(a) for a in [*args, "--output", output, *extra]]
 
 
@@ -96,7 +96,7 @@ def curve(setup, shared_data) -> dict:
 
     out = setup["root"] / "curve" / "curve.json"
     bench = bench_file(setup["root"] / "bench.json", str(setup["llm"]))
-    main(eval_args(setup, shared_data, out, "--sweep", "true", "--bench", bench))
+    main(eval_args(setup, shared_data, out, "--bench", bench))
     return json.loads(out.read_text())
 
 
@@ -175,7 +175,7 @@ def test_each_budget_point_equals_a_separate_eval_run_at_that_budget(curve, setu
     from pudding.cli import main
 
     out = setup["root"] / f"single-{budget}" / "results.json"
-    main(eval_args(setup, shared_data, out, "--budget", str(budget), "--sleb", "false"))
+    main(eval_args(setup, shared_data, out, "--budget", str(budget), "--sleb", "false", command="compare"))
     report = json.loads(out.read_text())
     routed = next(name for name, kind in report["kinds"].items() if kind == "routed")
     point = next(p for p in points(curve, "budget_router") if p["budget"] == pytest.approx(budget))
@@ -190,7 +190,7 @@ def test_the_table_shows_best_static_and_sleb_at_every_depth(setup, shared_data,
     from pudding.cli import main
 
     out = setup["root"] / "table" / "results.json"
-    main(eval_args(setup, shared_data, out, "--budget", "argmax"))
+    main(eval_args(setup, shared_data, out, "--budget", "argmax", command="compare"))
     report = json.loads(out.read_text())
     best = [name for name, kind in report["kinds"].items() if kind == "best_static"]
     sleb = [name for name, kind in report["kinds"].items() if kind == "sleb"]
@@ -249,42 +249,43 @@ def test_a_per_block_time_beyond_the_dense_time_falls_back_and_says_why(tmp_path
      ("nan", "'nan' is not a number"), ("-0.5", "'-0.5' is not a number")],
 )  # fmt: skip
 def test_bad_budgets_are_one_line_naming_the_option(setup, shared_data, capsys, value, shown, tmp_path):
-    line = error_line(capsys, eval_args(setup, shared_data, tmp_path / "c.json", "--sweep", "true", "--budgets", value))
-    assert line.startswith("pudding eval: error: option budgets: ") and shown in line, line
+    line = error_line(capsys, eval_args(setup, shared_data, tmp_path / "c.json", "--budgets", value))
+    assert line.startswith("pudding curve: error: option budgets: ") and shown in line, line
 
 
 @pytest.mark.parametrize(
-    ("extra", "shown"),
+    ("extra", "shown", "command"),
     [
-        (["--budgets", "0.8"], "option budgets belongs to the curve: give --sweep true"),
-        (["--sweep", "true", "--budget", "0.8"], "options budget and sweep exclude each other"),
-        (["--sweep", "true", "--bench", "/nonexistent/bench.json"], "option bench: /nonexistent/bench.json is not"),
-        (["--sweep", "true", "--bench", "BENCH64"], "has no 128-token row (it has 64)"),
+        (["--budgets", "0.8"], "pudding compare: error: unrecognized arguments: --budgets 0.8", "compare"),
+        (["--budget", "0.8"], "pudding curve: error: unrecognized arguments: --budget 0.8", "curve"),
+        (["--bench", "/nonexistent/bench.json"], "option bench: /nonexistent/bench.json is not", "curve"),
+        (["--bench", "BENCH64"], "has no 128-token row (it has 64)", "curve"),
     ],
 )
-def test_bad_sweep_options_are_one_line(setup, shared_data, capsys, extra, shown, tmp_path):
+def test_bad_sweep_options_are_one_line(setup, shared_data, capsys, extra, shown, command, tmp_path):
+    """Each command has only its own options: the curve's are unknown to the table, and the reverse."""
     if "BENCH64" in extra:
         path = tmp_path / "b64.json"
         path.write_text(json.dumps({"base_model": "x", "lengths": [{"tokens": 64}]}))
         extra = [str(path) if e == "BENCH64" else e for e in extra]
-    line = error_line(capsys, eval_args(setup, shared_data, tmp_path / "c.json", *extra))
+    line = error_line(capsys, eval_args(setup, shared_data, tmp_path / "c.json", *extra, command=command))
     assert shown in line, line
 
 
 def sweep_of(folder: Path) -> list:
-    """``pudding eval --sweep`` of the bundle ``folder`` on a base model that does not exist (none may load)."""
-    return ["eval", "--bundle", folder, "--base", "/nonexistent/model", "--sweep", "true", "--tasks", "piqa"]
+    """``pudding curve`` of the bundle ``folder`` on a base model that does not exist (none may load)."""
+    return ["curve", "--bundle", folder, "--base", "/nonexistent/model", "--tasks", "piqa"]
 
 
 def test_a_sweep_of_a_bundle_with_one_depth_is_refused_before_any_model_loads(setup, tmp_path, capsys):
     flat = {**setup, "dataset": tiny_dataset(tmp_path / "flat", n=48)}
     module, data = module_with_data(flat)
     line = error_line(capsys, sweep_of(export_bundle(module, tmp_path / "flat_bundle", datamodule=data)))
-    assert "option sweep: every choice of router bundle" in line and "keeps 4 of 6 blocks" in line
+    assert "option bundle: every choice of router bundle" in line and "keeps 4 of 6 blocks" in line
 
 
 def test_a_sweep_of_a_bundle_without_calibration_is_refused_before_any_model_loads(setup, tmp_path, capsys):
     module, _ = multi_module(setup)
     folder = export_bundle(module, tmp_path / "uncalibrated")  # no router data given: no calibration
     line = error_line(capsys, sweep_of(folder))
-    assert "option sweep: router bundle" in line and "has no budget calibration" in line
+    assert "option bundle: router bundle" in line and "has no budget calibration" in line

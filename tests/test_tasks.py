@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pudding.errors import OptionError
-from pudding.tasks import (
+from pudding.core.errors import OptionError
+from pudding.core.tasks import (
     DEFAULT_TASKS,
     TASKS,
     DataOptions,

@@ -1,9 +1,9 @@
-"""``pudding eval --bundle``: routed pruning against every baseline on the tasks' evaluation items, in one table.
+"""``pudding compare``: routed pruning against every baseline on the tasks' evaluation items, in one table.
 
-The LLM work is one :func:`pudding.outcomes.compute_outcomes` pass per task over the dense model, every candidate
+The LLM work is one :func:`pudding.core.outcomes.compute_outcomes` pass per task over the dense model, every candidate
 and the SLEB set (block prefixes shared; shards on disk, so a killed run continues where it stopped); the SLEB set
 itself comes from the same greedy search on perplexity (:mod:`pudding.search.sleb`). The router then routes each
-item's prompt once, and every row of the table is a lookup (:mod:`pudding.routed.table`).
+item's prompt once, and every row of the table is a lookup (:mod:`pudding.core.results`).
 
 Under a compute budget (``budget``, :mod:`pudding.router.budget`) the router's predictions per item are computed
 once and :meth:`~pudding.router.module.RouterModule.choose` turns them into choices; routing the same predictions
@@ -20,35 +20,35 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pudding.candidates import CandidateSet
-from pudding.errors import OptionError
-from pudding.io import atomic_write_json, atomic_write_text
-from pudding.models.adapters import get_layers
-from pudding.models.loading import DEFAULT_CACHE_DIR, load_base
-from pudding.outcomes import DEFAULT_OUTCOMES_DIR, Outcomes, compute_outcomes, model_key
-from pudding.outcomes_pack import OutcomesSaver
-from pudding.routed.table import (
+from pudding.core.candidates import CandidateSet
+from pudding.core.errors import OptionError
+from pudding.core.io import print_line
+from pudding.core.llm import LLMOptions
+from pudding.core.models.adapters import get_layers
+from pudding.core.options import check_positive
+from pudding.core.outcomes import DEFAULT_OUTCOMES_DIR, Outcomes, compute_outcomes, model_key
+from pudding.core.outcomes_progress import outcomes_saver
+from pudding.core.results import (
     build_rows,
-    csv_table,
     depth_histogram,
     depth_lines,
-    markdown_table,
-    plot_results,
     routing_histogram,
+    rows_report,
     text_table,
+    write_results,
 )
+from pudding.core.scoring import Scorer
+from pudding.core.tasks import DataOptions, TaskDataError, eval_items
 from pudding.router.budget import lambda_text
+from pudding.router.bundle import check_bundle, check_bundle_files
 from pudding.router.static import best_static_by_depth
-from pudding.scoring import Scorer
-from pudding.search.runs import print_line
 from pudding.search.sleb import sleb_search, sleb_sets, sleb_texts
-from pudding.tasks import DataOptions, TaskDataError, eval_items
 
 
 def check_split(meta: dict, options: DataOptions) -> None:
@@ -124,50 +124,39 @@ class BundleRun:
         return best_static_by_depth(calibration.scores[:, :k].numpy(), self.sets), "router validation rows"
 
 
-@dataclass(frozen=True)
-class BundleSettings:
+@dataclass
+class BundleSettings(LLMOptions):
     """How a bundle's evaluation runs: the settings :func:`evaluate_bundle` and
-    :func:`pudding.routed.sweep.sweep_bundle` share (a new one is added here, once).
+    :func:`pudding.routed.sweep.sweep_bundle` share (a new one is added here, once), beside the LLM's own
+    (:class:`~pudding.core.llm.LLMOptions`; ``base`` null: the bundle's base model).
 
     Both functions take one as ``settings`` and its fields as keyword arguments too (``limit=8, sleb=False``: they
-    override ``settings``'s); ``pudding eval`` builds one from its options (:meth:`from_options`).
+    override ``settings``'s); ``pudding compare`` and ``pudding curve`` options are such settings.
 
     Args:
         limit: Evaluate only the first ``limit`` evaluation items of each task (None: all).
-        base: Base model (name, hub id, folder or ``.gguf``); None: the candidate file's ``base_model``.
-        dtype: Model dtype: auto, float32, bfloat16 or float16.
-        device: auto, cpu, cuda or cuda:N.
-        batch_tokens: Upper bound on rows × padded length per forward pass (memory knob; results do not change).
-        cache_dir: Where de-quantised GGUF weights are cached.
         outcomes_dir: Where per-item outcomes and the SLEB search are kept (a killed run resumes).
-        outcomes_progress: An outcomes progress file (:mod:`pudding.outcomes_pack`): when it exists it seeds
-            ``outcomes_dir`` before any scoring, and it is rewritten from ``outcomes_dir`` as chunks finish, after each
-            task and after SLEB, so a killed run's finished chunks travel in one file (no text, no gold labels).
+        outcomes_progress: An outcomes progress file (:mod:`pudding.core.outcomes_progress`; item ids and predicted
+            choices only: no text, no gold labels): when it exists it seeds ``outcomes_dir`` before any scoring, and
+            it is rewritten from ``outcomes_dir`` as chunks finish (at most every 5 minutes), after each task and
+            after SLEB, so a killed run's finished chunks travel in one file.
         sleb: Add SLEB (one task-agnostic set per candidate depth from the greedy search on perplexity).
         sleb_samples: Texts per task pooled for SLEB's perplexity (router items, never evaluation items).
         corpus: A text file (blank-line separated paragraphs) for SLEB's perplexity instead of the pooled text.
-        log: Where progress lines and the final table go.
     """
 
     limit: int | None = None
-    base: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    batch_tokens: int = 1024
-    cache_dir: str | Path = DEFAULT_CACHE_DIR
     outcomes_dir: str | Path = DEFAULT_OUTCOMES_DIR
     outcomes_progress: str | Path | None = None
     sleb: bool = True
     sleb_samples: int = 16
     corpus: str | None = None
-    log: Callable[[str], None] = print_line
 
-    @classmethod
-    def from_options(cls, opts: object, **overrides: Any) -> BundleSettings:
-        """The settings of a command's options object: each field from the attribute of the same name where it has
-        one (else the default), then ``overrides``."""
-        found = {f.name: getattr(opts, f.name) for f in fields(cls) if hasattr(opts, f.name)}
-        return cls(**(found | overrides))
+    def check(self) -> None:
+        check_positive(self.limit, "limit")
+        check_positive(self.sleb_samples, "sleb_samples")
+        if self.outcomes_progress is not None and Path(self.outcomes_progress).is_dir():
+            raise OptionError(f"option outcomes_progress: {self.outcomes_progress} is a folder, give a file")
 
     @classmethod
     def resolve(cls, settings: BundleSettings | None, overrides: dict[str, Any]) -> BundleSettings:
@@ -176,28 +165,39 @@ class BundleSettings:
         return replace(settings or cls(), **overrides)
 
 
+def check_bundle_inputs(bundle: str | Path, settings: BundleSettings) -> str:
+    """What a bundle's evaluation needs, checked before any model loads: every file of the bundle, the SLEB corpus,
+    and the base model's depth against the bundle's. Returns the base model's name (``settings.base``, else the
+    bundle's)."""
+    check_bundle_files(bundle)
+    if settings.corpus is not None and not Path(settings.corpus).is_file():
+        raise OptionError(f"option corpus: {settings.corpus} is not a file")
+    base, _ = check_bundle(bundle, settings.base, settings.cache_dir)
+    return base
+
+
 def prepare_bundle(
     bundle: str,
     tasks: Sequence[str],
     options: DataOptions,
     settings: BundleSettings | None = None,
     budget: float | str | None = None,
+    log: Callable[[str], None] = print_line,
 ) -> BundleRun:
     """All the LLM and router work of a bundle's evaluation, once: outcomes of the dense model, every candidate and
     SLEB at every candidate depth (one search to the deepest) on each task's evaluation items, and the router's
     predictions for those items. Arguments as :func:`evaluate_bundle`'s."""
-    from pudding.candidates import load_candidates
+    from pudding.core.candidates import load_candidates
     from pudding.router.bundle import load_bundle
 
     settings = settings or BundleSettings()
-    log = settings.log
     bundle_dir = Path(bundle)
     meta_path = bundle_dir / "dataset_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     check_split(meta, options)
     saver = None
     if settings.outcomes_progress is not None:
-        saver = OutcomesSaver(settings.outcomes_dir, settings.outcomes_progress, log=log)
+        saver = outcomes_saver(settings.outcomes_dir, settings.outcomes_progress, log=log)
         saver.seed()  # a bad file fails here, before any model loads
     items_by_task = {}
     for task in tasks:
@@ -208,16 +208,14 @@ def prepare_bundle(
             raise TaskDataError(f"{task}: no evaluation items ({note})")
 
     cset = load_candidates(bundle_dir / "candidates.yaml")
-    lm = load_base(
-        settings.base or cset.base_model, dtype=settings.dtype, device=settings.device, cache_dir=settings.cache_dir
-    )
+    lm = settings.load(cset.base_model)
     router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)), lm=lm, budget=budget)
     scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=settings.batch_tokens)
     record = lm.dtype_choice.record()
     key = model_key(lm.name, record["dtype"], lm.device.type)
     sets = [tuple(s) for s in cset.omission_sets]
-    choice_names = list(router.candidate_names) or [c.name for c in cset.candidates]
-    choice_sets = [tuple(sorted(s)) for s in router.omission_sets] or sets
+    choice_names = list(router.choices.names)
+    choice_sets = list(router.choices.omission_sets)
 
     sleb_by_depth: dict[int, tuple[int, ...]] = {}
     if settings.sleb:
@@ -296,6 +294,7 @@ def evaluate_bundle(
     *,
     output: str | Path = "checkpoints/eval_bundle/results",
     budget: float | str | None = None,
+    log: Callable[[str], None] = print_line,
     **overrides: Any,
 ) -> dict:
     """Evaluate a router bundle and every baseline; write ``<output>.{json,md,csv,png}``; return the report.
@@ -303,17 +302,17 @@ def evaluate_bundle(
     ``settings`` (:class:`BundleSettings`; None: its defaults) says how the evaluation runs; keyword arguments named
     as its fields override it (``evaluate_bundle(bundle, tasks, options, limit=8, sleb=False)``).
 
-    The JSON has the shape ``pudding eval`` writes in every mode (``results[row][task]``, ``average[row]``,
-    ``omission_sets[row]`` (None where the set varies per item), ``config``, ``seconds``) plus ``blocks_kept[row]``,
-    ``kinds[row]``, ``routing_histogram[task]`` and ``candidate_names`` (the router's choices), and with choices of
-    different depths ``routing_depths[task]``. ``budget``: as :func:`pudding.router.bundle.load_bundle`'s (None:
-    the bundle's default). With candidates of several depths the best static and SLEB rows are one per depth
-    (``best static @d (name)``, ``SLEB @d (...)``).
+    The JSON has the shape of every results table (:func:`pudding.core.results.rows_report`: ``results[row][task]``,
+    ``average[row]``, ``omission_sets[row]`` (None where the set varies per item), ``blocks_kept[row]``,
+    ``kinds[row]``), ``config`` and ``seconds``, plus ``routing_histogram[task]`` and ``candidate_names`` (the router's
+    choices), and with choices of different depths ``routing_depths[task]``. ``budget``: as
+    :func:`pudding.router.bundle.load_bundle`'s (None: the bundle's default). With candidates of several depths the best
+    static and SLEB rows are one per depth (``best static @d (name)``, ``SLEB @d (...)``).
     """
     started = time.perf_counter()
     settings = BundleSettings.resolve(settings, overrides)
-    log, sleb = settings.log, settings.sleb
-    run = prepare_bundle(bundle, tasks, options, settings, budget=budget)
+    sleb = settings.sleb
+    run = prepare_bundle(bundle, tasks, options, settings, budget=budget, log=log)
     router, cset = run.router, run.cset
     choices = run.choices()
     routed_name = "PuDDing (router)" if router.budget is None else f"PuDDing (router, budget {router.budget:g})"
@@ -338,11 +337,7 @@ def evaluate_bundle(
     histogram = routing_histogram(choices, len(run.choice_sets))
     config = run_config(run, options, settings, **config_extra)
     report = {
-        "results": {row.name: row.results for row in rows},
-        "average": {row.name: row.average for row in rows},
-        "omission_sets": {row.name: row.omit for row in rows},
-        "blocks_kept": {row.name: row.blocks_kept for row in rows},
-        "kinds": {row.name: row.kind for row in rows},
+        **rows_report(rows),
         "routing_histogram": histogram,
         "candidate_names": run.choice_names,
         "config": config,
@@ -353,10 +348,7 @@ def evaluate_bundle(
         report["routing_depths"] = depth_histogram(choices, kept)
         report["config"] |= {"budget": router.budget, "budget_lambda": lambda_text(router.route_lambda)}
     out = Path(output)
-    atomic_write_json(out.with_suffix(".json"), report)
-    atomic_write_text(out.with_suffix(".md"), markdown_table(rows, list(tasks)) + "\n")
-    atomic_write_text(out.with_suffix(".csv"), csv_table(rows, list(tasks)))
-    plot_results(rows, histogram, run.choice_names, out.with_suffix(".png"))
+    write_results(out, rows, list(tasks), report, histogram=histogram, names=run.choice_names)
     log(text_table(rows, list(tasks)))
     if run.depths_differ:
         log(depth_lines(report["routing_depths"]))

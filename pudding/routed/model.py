@@ -2,7 +2,7 @@
 
 Every prompt is routed once (the router reads the prompt only, never an answer), then the LLM runs with the chosen
 candidate's blocks skipped. A batch is split by chosen candidate and each group runs as one batch through the
-project's one scoring engine (:class:`pudding.scoring.Scorer`) or through ``generate``; results come back in input
+project's one scoring engine (:class:`pudding.core.scoring.Scorer`) or through ``generate``; results come back in input
 order. Several requests that share a prompt (the choices of one question) share one routing decision.
 
 With a ``self`` router bundle (the router reads the base LLM's own first blocks, :mod:`pudding.router.self_features`)
@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
-from pudding.candidates import CandidateSet, load_candidates
-from pudding.models.adapters import get_layers
-from pudding.models.loading import DEFAULT_CACHE_DIR, BaseModel, load_base
-from pudding.models.omission import omit_blocks, validate_omission
-from pudding.scoring import Prepared, Score, Scorer
+from pudding.core.candidates import CandidateSet, load_candidates
+from pudding.core.llm import LLMOptions
+from pudding.core.models.adapters import get_layers
+from pudding.core.models.loading import BaseModel
+from pudding.core.models.omission import omit_blocks, validate_omission
+from pudding.core.scoring import Prepared, Score, Scorer
 
 
 def _pooled(batch, states: torch.Tensor) -> torch.Tensor:
@@ -50,8 +51,8 @@ class PuddingModel:
     """Routed dynamic depth pruning: the router picks an omission set per prompt, the LLM runs without those blocks.
 
     Build it with :meth:`from_pretrained`. ``router`` is what :func:`pudding.router.bundle.load_bundle` returns
-    (anything with ``route_texts(texts) -> list[int]``; its ``omission_sets``, when it has them, are the choices);
-    ``candidates`` is the bundle's candidate file.
+    (a :class:`~pudding.router.model.Router`; its ``omission_sets`` are the choices); ``candidates`` is the bundle's
+    candidate file.
     """
 
     def __init__(
@@ -67,8 +68,7 @@ class PuddingModel:
                 f"router bundle: candidates are for {candidates.base_model!r} with {candidates.num_blocks} blocks, "
                 f"base model {lm.name!r} has {num_blocks}"
             )
-        choices = getattr(router, "omission_sets", None) or candidates.omission_sets
-        self.omission_sets = [validate_omission(s, num_blocks) for s in choices]
+        self.omission_sets = [validate_omission(s, num_blocks) for s in router.omission_sets]
         self.bundle = bundle or {}
         self.bundle_dir: Path | None = None
         if self.is_self:  # the router reads this very model's first blocks
@@ -76,16 +76,12 @@ class PuddingModel:
 
     @classmethod
     def from_pretrained(
-        cls,
-        bundle_dir: str | Path,
-        base: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        cache_dir: str | Path = DEFAULT_CACHE_DIR,
-        batch_tokens: int = 1024,
-        budget: float | str | None = None,
+        cls, bundle_dir: str | Path, budget: float | str | None = None, **llm: str | int | None
     ) -> PuddingModel:
         """Load a router bundle and its base model (the bundle's own unless ``base`` names another one).
+
+        ``llm``: the base LLM's settings, the fields of :class:`~pudding.core.llm.LLMOptions` (``base``, ``dtype``,
+        ``device``, ``batch_tokens``, ``cache_dir``).
 
         ``budget``: target mean fraction of blocks kept, in (0, 1] (:mod:`pudding.router.budget`); None: the bundle's
         default (plain argmax unless it records one); ``argmax``: plain argmax. It needs choices of different depths
@@ -96,11 +92,12 @@ class PuddingModel:
         from pudding.router.bundle import load_bundle
 
         budget = parse_budget(budget)  # a bad budget fails before the base model loads
+        options = LLMOptions(**llm)
         bundle_dir = Path(bundle_dir)
         candidates = load_candidates(bundle_dir / "candidates.yaml")
-        lm = load_base(base or candidates.base_model, dtype=dtype, device=device, cache_dir=cache_dir)
+        lm = options.load(candidates.base_model)
         router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)), lm=lm, budget=budget)
-        model = cls(router, candidates, lm, batch_tokens=batch_tokens, bundle=config)
+        model = cls(router, candidates, lm, batch_tokens=options.batch_tokens, bundle=config)
         model.bundle_dir = bundle_dir
         return model
 
@@ -108,13 +105,12 @@ class PuddingModel:
     @property
     def is_self(self) -> bool:
         """Whether the router reads the base LLM's first blocks (a ``self`` bundle)."""
-        return bool(getattr(self.router, "is_self", False))
+        return self.router.is_self
 
     @property
     def candidate_names(self) -> list[str]:
         """Names of the router's choices (the candidates', plus ``dense`` when the dense model is a choice)."""
-        names = getattr(self.router, "candidate_names", None)
-        return list(names) if names else [c.name for c in self.candidates.candidates]
+        return self.router.candidate_names
 
     @property
     def blocks_kept(self) -> list[int]:
@@ -125,7 +121,7 @@ class PuddingModel:
     @property
     def budget(self) -> float | None:
         """The compute budget routing follows (None: plain argmax)."""
-        return getattr(self.router, "budget", None)
+        return self.router.budget
 
     def set_budget(self, budget: float | str | None) -> float:
         """Route under ``budget`` from now on (a number in (0, 1]; None or ``argmax``: plain argmax). Returns λ."""
@@ -136,8 +132,7 @@ class PuddingModel:
 
     def _choose(self, preds: torch.Tensor) -> list[int]:
         """Choices from router predictions [N, C]: the router's own rule (argmax, or the budget's)."""
-        choose = getattr(self.router, "choose", None)
-        return (choose(preds) if choose is not None else preds.argmax(-1)).tolist()
+        return self.router.choose(preds).tolist()
 
     def check_prompts(self, prompts: Sequence[str]) -> None:
         """Refuse prompts that are empty or longer than the base model's context, naming the first such prompt."""

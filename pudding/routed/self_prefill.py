@@ -11,7 +11,7 @@ first blocks' layers are cropped by one token after routing, the remaining block
 computed a second time; the rest of the prompt never is).
 
 Cache layer ``i`` belongs to the ``i``-th kept block of the chosen set, first blocks included, which is the
-numbering :func:`pudding.models.omission.use_blocks` gives the attention modules during generation.
+numbering :func:`pudding.core.models.omission.use_blocks` gives the attention modules during generation.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from pudding.models.adapters import body, get_layers
-from pudding.models.hooks import input_injector, output_recorder
-from pudding.models.omission import kept_blocks, omit_blocks, use_blocks
+from pudding.core.models.adapters import body, get_layers
+from pudding.core.models.hooks import input_injector, output_recorder
+from pudding.core.models.omission import kept_blocks, omit_blocks, use_blocks
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The accuracy–compute curve of a router bundle: ``pudding eval --bundle DIR --sweep``.
+"""The accuracy–compute curve of a router bundle: ``pudding curve --bundle DIR``.
 
 x is the mean number of blocks kept on the evaluation items, y the average zero-shot accuracy (``acc``, averaged over
 tasks as in the results table). The series:
@@ -11,16 +11,16 @@ tasks as in the results table). The series:
 - ``fixed_router``: at each depth, the bundle's own router restricted to that depth's candidates (plain argmax of its
   predictions over them). At the deepest depth this is PuDDing as the paper runs it: every prompt loses the same
   number of blocks and the router picks which. It reuses the bundle's predictions, so it needs no second router; a
-  separately trained fixed-depth router is compared by evaluating its own bundle (``pudding eval --bundle OTHER``);
+  separately trained fixed-depth router is compared by evaluating its own bundle (``pudding compare --bundle OTHER``);
 - ``budget_router``: the router under each budget (λ calibrated on its validation rows,
   :mod:`pudding.router.budget`), placed at the mean blocks kept it *measures* on the evaluation items, which can
   differ a little from the budget;
 - ``oracle``: at each depth, an item counts when any candidate of that depth answers it (an upper bound).
 
 No point costs LLM work of its own: the outcomes of every omission set on every item are scored once and cached
-(:mod:`pudding.outcomes`), the router predicts each task's items once, and a budget is a re-choice over those
-predictions (``router.set_budget(b)`` then ``router.choose(preds)``: the code ``pudding eval --bundle --budget b``
-runs, so each point equals that run's routed row).
+(:mod:`pudding.core.outcomes`), the router predicts each task's items once, and a budget is a re-choice over those
+predictions (``router.set_budget(b)`` then ``router.choose(preds)``: the code ``pudding compare --bundle DIR --budget
+b`` runs, so each point equals that run's routed row).
 
 With a ``pudding bench`` JSON (``--bench FILE``) each point also gets a pre-fill time ratio against the dense model
 at ``bench_tokens`` tokens (128 by default) and the plot a second x axis. The bench measures the dense pre-fill, the
@@ -39,22 +39,23 @@ import csv
 import io
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pudding.errors import OptionError
-from pudding.evaluation import average
-from pudding.io import atomic_write_json, atomic_write_text
-from pudding.outcomes import Outcomes
-from pudding.plots import pyplot, save_figure
+from pudding.core.accuracy import average
+from pudding.core.candidates import Choices
+from pudding.core.errors import OptionError
+from pudding.core.io import atomic_write_json, atomic_write_text, print_line
+from pudding.core.outcomes import Outcomes
+from pudding.core.plots import pyplot, save_figure
+from pudding.core.results import depth_counts, routed_results, spread_results, static_row
+from pudding.core.tasks import DataOptions, get_task
 from pudding.routed.evaluate import BundleRun, BundleSettings, prepare_bundle, run_config
-from pudding.routed.table import depth_counts, routed_results, spread_results, static_row
 from pudding.router.budget import lambda_text
-from pudding.tasks import DataOptions, get_task
 
 SERIES = ("dense", "sleb", "best_static", "fixed_router", "budget_router", "oracle")
 """The curve's series, in the order of the table, the JSON and the legend."""
@@ -442,17 +443,13 @@ def check_depths(bundle: str | Path) -> None:
     """Refuse, before any model loads, a bundle whose choices all omit the same number of blocks (no budget moves
     it, so it has no curve) or that has no budget calibration."""
     info = json.loads((Path(bundle) / "router.json").read_text())
-    omitted = {len(s) for s in info.get("omission_sets") or []}
-    if len(omitted) < 2:
-        kept = f"{info['num_blocks'] - omitted.pop()} of {info['num_blocks']}" if omitted else "the same number of"
-        raise OptionError(
-            f"option sweep: every choice of router bundle {bundle} keeps {kept} blocks, so no budget moves it along a "
-            "curve; it needs choices of different depths (trained with data.dense_choice true, or on candidates of "
-            "several depths)"
-        )
+    choices = Choices.listed(
+        info["candidate_names"], info["omission_sets"], info["num_blocks"], bool(info.get("dense_choice"))
+    )
+    choices.require_depths("bundle", f"router bundle {bundle}", "no budget moves it along a curve")
     if not info.get("calibration"):
         raise OptionError(
-            f"option sweep: router bundle {bundle} has no budget calibration (its predictions on validation rows); "
+            f"option bundle: router bundle {bundle} has no budget calibration (its predictions on validation rows); "
             "re-export it with the router data (pudding-train export CHECKPOINT --output DIR)"
         )
 
@@ -467,6 +464,7 @@ def sweep_bundle(
     budgets: Sequence[float] | None = None,
     bench: str | None = None,
     bench_tokens: int = DEFAULT_BENCH_TOKENS,
+    log: Callable[[str], None] = print_line,
     **overrides: Any,
 ) -> dict:
     """The accuracy–compute curve of a bundle; writes ``<output>.{json,md,csv,png}`` and returns the JSON report.
@@ -482,7 +480,7 @@ def sweep_bundle(
     settings = BundleSettings.resolve(settings, overrides)
     check_depths(bundle)
     bench_report = read_bench(bench, bench_tokens) if bench is not None else None
-    run: BundleRun = prepare_bundle(bundle, tasks, options, settings, budget="argmax")
+    run: BundleRun = prepare_bundle(bundle, tasks, options, settings, budget="argmax", log=log)
     num_blocks = run.cset.num_blocks
     prefill = prefill_model(bench_report, num_blocks, run.base) if bench_report is not None else None
     kept_levels = sorted({num_blocks - len(s) for s in run.choice_sets})
@@ -520,6 +518,6 @@ def sweep_bundle(
     items = sum(len(o.item_ids) for o in run.outcomes.values())
     title = f"{run.base} ({run.record.get('dtype')}): {len(tasks)} tasks, {items} evaluation items"
     plot_curve(points, num_blocks, out.with_suffix(".png"), prefill, title=title)
-    settings.log(text_curve(points))
-    settings.log(f"wrote {out.with_suffix('.json')}, .md, .csv and .png ({report['seconds']:.0f} s)")
+    log(text_curve(points))
+    log(f"wrote {out.with_suffix('.json')}, .md, .csv and .png ({report['seconds']:.0f} s)")
     return report

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pudding.errors import OptionError
-from pudding.io import atomic_save_safetensors
+from pudding.core.errors import OptionError
+from pudding.core.io import atomic_save_safetensors
 
 ARGMAX = "argmax"
 """The budget value that means plain argmax (λ = 0) even where a bundle records a default budget."""
@@ -62,7 +62,7 @@ def parse_budget(value: object, option: str = "budget") -> float | str | None:
     """A budget option: None (the bundle's default), ``argmax`` (plain argmax), or a number in (0, 1].
 
     Strings are accepted as written on a command line or in lm-eval's ``model_args`` (``budget=0.85``). Anything
-    else is one-line :class:`~pudding.errors.OptionError` naming ``option``.
+    else is one-line :class:`~pudding.core.errors.OptionError` naming ``option``.
     """
     if value is None:
         return None
@@ -80,7 +80,7 @@ def parse_budget(value: object, option: str = "budget") -> float | str | None:
 def parse_budgets(value: object, option: str = "budgets") -> list[float] | None:
     """A list of budgets (a budget sweep's): None (the sweep's default grid), a YAML list, a comma-separated string
     or a list of numbers, each in (0, 1]. Anything else (empty, out of range, not a number) is a one-line
-    :class:`~pudding.errors.OptionError` naming ``option``."""
+    :class:`~pudding.core.errors.OptionError` naming ``option``."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -270,30 +270,30 @@ class Calibration:
 
 
 @torch.no_grad()
-def calibrate(module, datamodule) -> Calibration:
-    """Run ``module`` (a :class:`~pudding.router.module.RouterModule`) over the datamodule's validation rows (its
-    training rows when it has none) in eval mode and keep its predictions and the rows' raw scores."""
+def calibrate(router, datamodule) -> Calibration:
+    """Run ``router`` (a :class:`~pudding.router.model.Router`) over the datamodule's validation rows (its training
+    rows when it has none) in eval mode and keep its predictions and the rows' raw scores."""
     from torch.utils.data import DataLoader
 
     split, loader = "val", datamodule.predict_dataloader()
     if not datamodule.val_set:
         split = "train"
         loader = DataLoader(datamodule.train_set, batch_size=datamodule.batch_size, collate_fn=datamodule._collator())
-    was_training = module.training
-    module.eval()
+    was_training = router.training
+    router.eval()
     preds, scores = [], []
     try:
-        device = next(module.parameters()).device
+        device = next(router.parameters()).device
         for batch in loader:
             moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            preds.append(module._predict_batch(moved).float().cpu())
+            preds.append(router.predict_batch(moved).float().cpu())
             scores.append(batch["scores"].float().cpu())
     finally:
-        module.train(was_training)
+        router.train(was_training)
     return Calibration(
         preds=torch.cat(preds),
         scores=torch.cat(scores),
-        omitted=[len(s) for s in module.omission_sets],
-        num_blocks=module.num_blocks,
+        omitted=router.omitted,
+        num_blocks=router.num_blocks,
         split=split,
     )

@@ -32,6 +32,7 @@ model's block count when given) and fails with one line naming both sides.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -39,9 +40,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from pudding.candidates import Candidate, CandidateSet, file_hash, load_candidates
-from pudding.errors import PuddingError
-from pudding.io import atomic_folder, atomic_save_safetensors, atomic_write_json
+from pudding.core.candidates import Candidate, CandidateSet, Choices, file_hash, load_candidates
+from pudding.core.errors import PuddingError
+from pudding.core.io import atomic_folder, atomic_save_safetensors, atomic_write_json
+from pudding.core.models.loading import base_num_blocks
 from pudding.router.budget import ARGMAX, CALIBRATION, Calibration, calibrate, parse_budget
 
 BUNDLE_FORMAT = 1
@@ -52,17 +54,10 @@ CANDIDATES = "candidates.yaml"
 DATA_META = "dataset_meta.json"
 TRAINING_CONFIG = "training_config.yaml"
 REQUIRED = (WEIGHTS, CONFIG, f"{ENCODER_DIR}/config.json", CANDIDATES, DATA_META)
-INIT_KEYS = (
-    "pooling",
-    "dropout",
-    "loss",
-    "temperature",
-    "lr",
-    "weight_decay",
-    "warmup_steps",
-    "max_length",
-    "head_hidden",
-)
+INIT_KEYS = ("pooling", "dropout", "max_length", "head_hidden")
+"""The training arguments (``router.json`` ``init_args``) that shape the :class:`~pudding.router.model.Router`."""
+CHECKPOINT_PREFIX = "router."
+"""Where a training checkpoint keeps the router's weights (the ``router`` of a ``RouterModule``)."""
 VERSIONED = ("pudding", "torch", "lightning", "transformers", "torchmetrics", "safetensors")
 
 
@@ -80,10 +75,10 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def router_state(module) -> dict[str, torch.Tensor]:
-    """The weights a bundle keeps: encoder and head (not metric states)."""
+def router_state(router) -> dict[str, torch.Tensor]:
+    """The weights a bundle keeps: the :class:`~pudding.router.model.Router`'s encoder and head."""
     return {
-        k: v.detach().cpu().contiguous() for k, v in module.state_dict().items() if k.startswith(("encoder.", "head."))
+        k: v.detach().cpu().contiguous() for k, v in router.state_dict().items() if k.startswith(("encoder.", "head."))
     }
 
 
@@ -126,10 +121,11 @@ def export_bundle(
     datamodule=None,
     budget: float | str | None = None,
 ) -> Path:
-    """Write ``module`` (with the weights of ``checkpoint`` when given) as a bundle folder at ``output``.
+    """Write the router of ``module`` (a :class:`~pudding.router.module.RouterModule`; with the weights of
+    ``checkpoint`` when given) as a bundle folder at ``output``; its training arguments are recorded beside it.
 
     When the router's choices differ in depth (a dense choice, or candidates of several depths) and ``datamodule``
-    (its set-up :class:`~pudding.routerdata.RouterDataModule`) is given, those weights are run over its validation
+    (its set-up :class:`~pudding.router.data.RouterDataModule`) is given, those weights are run over its validation
     rows and the budget calibration is written. ``budget`` is recorded as the bundle's default budget (None or
     ``argmax``: plain argmax); it is checked against the calibration before anything is written.
     """
@@ -138,33 +134,34 @@ def export_bundle(
     budget = None if budget == ARGMAX else budget
     if output.exists() and not overwrite:
         raise BundleError(f"bundle folder {output} exists; pass overwrite (--overwrite_bundle true) to replace it")
-    if module.head is None:
+    router = module.router
+    if router.head is None:
         raise BundleError("the router has no head (K unknown): set it up with its dataset or load a checkpoint first")
-    state = router_state(module)
-    is_self = getattr(module, "is_self", False)
+    state = router_state(router)
+    is_self = router.is_self
     if checkpoint:
         saved = torch.load(str(checkpoint), map_location="cpu", weights_only=False)["state_dict"]
-        missing = sorted(set(state) - set(saved))
+        missing = sorted(k for k in state if CHECKPOINT_PREFIX + k not in saved)
         if missing:
             raise BundleError(f"checkpoint {checkpoint} lacks router weights {missing[:3]} of this router")
-        state = {k: saved[k].detach().cpu().contiguous() for k in state}
-    meta = dict(module.data_meta)
+        state = {k: saved[CHECKPOINT_PREFIX + k].detach().cpu().contiguous() for k in state}
+    meta = dict(router.data_meta)
     hparams = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_")}
-    calibration = bundle_calibration(module, state, datamodule) if datamodule is not None else None
-    saved = (module.calibration, module.budget, module.route_lambda)
+    calibration = bundle_calibration(router, state, datamodule) if datamodule is not None else None
+    saved = (router.calibration, router.budget, router.route_lambda)
     try:
-        module.calibration = calibration
-        module.set_budget(budget)  # a default the bundle cannot honour is refused now, not at load time
+        router.calibration = calibration
+        router.set_budget(budget)  # a default the bundle cannot honour is refused now, not at load time
     finally:
-        module.calibration, module.budget, module.route_lambda = saved
+        router.calibration, router.budget, router.route_lambda = saved
     with atomic_folder(output) as tmp:
         atomic_save_safetensors(tmp / WEIGHTS, state)
         if is_self:
             (tmp / ENCODER_DIR).mkdir()
-            atomic_write_json(tmp / ENCODER_DIR / "config.json", self_description(module))
+            atomic_write_json(tmp / ENCODER_DIR / "config.json", self_description(router))
         else:
-            module.encoder.config.save_pretrained(str(tmp / ENCODER_DIR))
-            module.tokenizer.save_pretrained(str(tmp / ENCODER_DIR))
+            router.encoder.config.save_pretrained(str(tmp / ENCODER_DIR))
+            router.tokenizer.save_pretrained(str(tmp / ENCODER_DIR))
         how = _write_candidates(meta, tmp / CANDIDATES) if meta else None
         if how is None:
             raise BundleError("the router has no dataset metadata (candidate file unknown); export needs it")
@@ -180,18 +177,18 @@ def export_bundle(
                 "format": BUNDLE_FORMAT,
                 "encoder": hparams.get("encoder"),
                 "pooling": hparams.get("pooling"),
-                "num_candidates": module.num_candidates,
-                "hidden_size": module.encoder.out_features if is_self else module.encoder.config.hidden_size,
-                "self": self_description(module) if is_self else None,
+                "num_candidates": router.num_candidates,
+                "hidden_size": router.encoder.out_features if is_self else router.encoder.config.hidden_size,
+                "self": self_description(router) if is_self else None,
                 "init_args": hparams,
-                "candidate_names": module.candidate_names,
-                "omission_sets": module.omission_sets,
-                "dense_choice": module.dense_choice,
-                "blocks_kept": [cset.num_blocks - len(s) for s in module.omission_sets],
+                "candidate_names": router.candidate_names,
+                "omission_sets": router.omission_sets,
+                "dense_choice": router.dense_choice,
+                "blocks_kept": [cset.num_blocks - len(s) for s in router.omission_sets],
                 "budget": budget,
                 "calibration": calibration.summary() if calibration is not None else None,
-                "best_static": module.best_static,
-                "best_static_by_depth": {str(d): i for d, i in sorted(module.best_static_by_depth.items())} or None,
+                "best_static": router.best_static,
+                "best_static_by_depth": {str(d): i for d, i in sorted(router.best_static_by_depth.items())} or None,
                 "base_model": cset.base_model,
                 "num_blocks": cset.num_blocks,
                 "candidates_sha256": meta.get("candidates_sha256"),
@@ -203,39 +200,38 @@ def export_bundle(
     return output
 
 
-def bundle_calibration(module, state: dict[str, torch.Tensor], datamodule):
-    """The budget calibration of ``module`` with the weights ``state`` on ``datamodule``'s validation rows, or None
-    when its choices all keep the same number of blocks (a budget would change nothing). The module's own weights
+def bundle_calibration(router, state: dict[str, torch.Tensor], datamodule):
+    """The budget calibration of ``router`` with the weights ``state`` on ``datamodule``'s validation rows, or None
+    when its choices all keep the same number of blocks (a budget would change nothing). The router's own weights
     are put back afterwards."""
-    if not module.depths_differ:
+    if not router.depths_differ:
         return None
-    names = getattr(datamodule, "choice_names", None)
-    sets = getattr(datamodule, "choice_sets", None)
-    if sets is not None and [list(x) for x in sets] != [list(x) for x in module.omission_sets]:
+    data = datamodule.choices
+    if data.omission_sets != router.choices.omission_sets:
         raise BundleError(
-            f"the router's {module.num_candidates} choices differ from the router data's {len(sets)} ({names}); "
-            "calibrate it on the data it was trained on (same dense_choice)"
+            f"the router's {router.num_candidates} choices differ from the router data's {len(data)} "
+            f"({list(data.names)}); calibrate it on the data it was trained on (same dense_choice)"
         )
-    current = router_state(module)
-    module.load_state_dict(state, strict=False)
+    current = router_state(router)
+    router.load_state_dict(state, strict=False)
     try:
-        return calibrate(module, datamodule)
+        return calibrate(router, datamodule)
     finally:
-        module.load_state_dict(current, strict=False)
+        router.load_state_dict(current, strict=False)
 
 
-def self_description(module) -> dict:
+def self_description(router) -> dict:
     """What a ``self`` router needs to find its features again: base model, blocks, keep_first, pooling, dtype."""
-    info = module.encoder.info
+    info = router.encoder.info
     return {
         "encoder": "self",
-        "pooling": module.encoder.pooling,
+        "pooling": router.encoder.pooling,
         "keep_first": int(info["keep_first"]),
         "base_model": info["base_model"],
         "num_blocks": info.get("num_blocks"),
         "hidden_size": int(info["hidden_size"]),
         "dtype": info.get("dtype"),
-        "head_hidden": list(module.head_hidden),
+        "head_hidden": list(router.head_hidden),
     }
 
 
@@ -260,16 +256,17 @@ def check_bundle_files(folder: str | Path) -> Path:
 
 
 def load_bundle(folder: str | Path, base_num_blocks: int | None = None, lm=None, budget: float | str | None = None):
-    """A ready router (``predict_texts`` / ``route_texts``, eval mode, CPU) and its ``router.json`` metadata.
+    """A ready :class:`~pudding.router.model.Router` (``predict_texts`` / ``route_texts``, eval mode, CPU) and its
+    ``router.json`` metadata.
 
     Checks: every required file is present; K of the weights, of router.json and of the candidate file (plus the
     dense choice, when the router has one) agree; and, given ``base_num_blocks`` (the base model's decoder block
-    count), that it equals the candidate file's. ``lm`` (a loaded :class:`pudding.models.loading.BaseModel`) is what
-    a ``self`` router reads its features from (checked against the recorded hidden size and block count); text
+    count), that it equals the candidate file's. ``lm`` (a loaded :class:`~pudding.core.models.loading.BaseModel`) is
+    what a ``self`` router reads its features from (checked against the recorded hidden size and block count); text
     routers ignore it. ``budget``: route under this compute budget (:mod:`pudding.router.budget`); None: the
     bundle's default budget (router.json ``budget``; null there is plain argmax); ``argmax``: plain argmax.
     """
-    from pudding.router.module import RouterModule
+    from pudding.router.model import Router
 
     budget = parse_budget(budget)
     folder = check_bundle_files(folder)
@@ -307,28 +304,44 @@ def load_bundle(folder: str | Path, base_num_blocks: int | None = None, lm=None,
         encoder = "self"
     else:
         encoder = str(folder / ENCODER_DIR)
-    module = RouterModule(encoder=encoder, pretrained=False, per_task_metrics=False, **init)
-    module.configure_candidates(config["candidate_names"], config["omission_sets"], config["best_static"], data_meta)
-    module.best_static_by_depth = {int(d): int(i) for d, i in (config.get("best_static_by_depth") or {}).items()}
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not m.startswith("metrics.")]
+    router = Router(encoder=encoder, pretrained=False, **init)
+    choices = Choices.listed(config["candidate_names"], config["omission_sets"], cset.num_blocks, dense)
+    router.configure(choices, config["best_static"], data_meta)
+    router.best_static_by_depth = {int(d): int(i) for d, i in (config.get("best_static_by_depth") or {}).items()}
+    missing, unexpected = router.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BundleError(
             f"router bundle {folder}: {WEIGHTS} does not fit the encoder config ({missing or unexpected})"
         )
-    module.eval()
+    router.eval()
     if config.get("calibration"):
         path = folder / config["calibration"].get("file", CALIBRATION)
         if not path.is_file():
             raise BundleError(f"router bundle {folder}: file {path.name} is missing ({CONFIG} names it)")
-        module.calibration = Calibration.load(path)
+        router.calibration = Calibration.load(path)
     if budget is None:
         budget = parse_budget(config.get("budget"), option=f"budget of {folder / CONFIG}")
-    module.set_budget(None if budget in (None, ARGMAX) else budget)
+    router.set_budget(None if budget in (None, ARGMAX) else budget)
     if described:
         from pudding.router.self_features import keep_first_of
 
         keep_first_of({"omission_sets": config["omission_sets"]}, {"keep_first": described["keep_first"]})
         if lm is not None:
-            module.encoder.attach(lm.model, lm.tokenizer)
-    return module, config
+            router.encoder.attach(lm.model, lm.tokenizer)
+    return router, config
+
+
+def check_bundle(bundle: str | os.PathLike[str], base: str | None, cache_dir: str) -> tuple[str, int]:
+    """A router bundle with every file present, and the base model it will run on (``base``, else the bundle's) with
+    the bundle's block count. Another base model is allowed (a fine-tune, say) only at the same depth. Reads the
+    bundle's candidate file and the model's config only."""
+    folder = check_bundle_files(bundle)
+    cset = load_candidates(folder / CANDIDATES)
+    name = base if base is not None else cset.base_model
+    num_blocks = base_num_blocks(name, cache_dir)
+    if num_blocks != cset.num_blocks:
+        raise BundleError(
+            f"router bundle {bundle}: candidates are for {cset.base_model!r} with {cset.num_blocks} blocks, "
+            f"base model {name!r} has {num_blocks}; pass the bundle's base model with --base"
+        )
+    return name, num_blocks

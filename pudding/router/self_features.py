@@ -5,9 +5,9 @@ their output on a prompt is computed under every choice anyway. A router that re
 and no second encoder: routing costs a pooling and a small MLP. Those hidden states are pooled over the prompt's
 tokens (their mean and the last token's, both kept so the pooling is a training-time choice) and stay frozen.
 
-The prompt's tokens are exactly the context tokens of the scoring engine (:class:`pudding.scoring.Scorer`: lm-eval's
-tokenisation, trailing spaces moved out), and the first pass is a Scorer run over the first blocks that records
-their output (``capture`` / ``score=False``). So the features a router is trained on, the ones ``route_texts``
+The prompt's tokens are exactly the context tokens of the scoring engine (:class:`~pudding.core.scoring.Scorer`:
+lm-eval's tokenisation, trailing spaces moved out), and the first pass is a Scorer run over the first blocks that
+records their output (``capture`` / ``score=False``). So the features a router is trained on, the ones ``route_texts``
 computes and the ones routed scoring reads from its own first pass are one computation.
 
 For training, the features of every router-dataset row are computed once and cached beside the dataset
@@ -18,16 +18,17 @@ hash, rows), the dtype and ``keep_first``. Pooling is not in the key because bot
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pudding.errors import PuddingError
-from pudding.io import atomic_save_safetensors
-from pudding.scoring import Prepared, Scorer
+from pudding.core.errors import PuddingError
+from pudding.core.llm import LLMOptions
+from pudding.core.scoring import Prepared, Scorer
+from pudding.core.store import KeyedStore, digest
 
 SELF = "self"
 POOLINGS = ("mean", "last", "mean_last")
@@ -47,7 +48,7 @@ def keep_first_of(meta: dict, search: dict | None = None) -> int:
     ``candidates_file`` is read when it exists with the recorded hash.
     """
     if search is None:
-        from pudding.candidates import file_hash, load_candidates
+        from pudding.core.candidates import file_hash, load_candidates
 
         source = meta.get("candidates_file")
         search = {}
@@ -199,7 +200,7 @@ class SelfEncoder(nn.Module):
         if self._features is None:
             if not self.info:
                 raise SelfRouterError("router encoder self: no base model known yet (set up with a router dataset)")
-            from pudding.models.loading import load_base
+            from pudding.core.models.loading import load_base
 
             lm = load_base(
                 self.info["base_model"],
@@ -231,38 +232,31 @@ def rows_digest(tasks: Sequence[str], item_ids: Sequence[str], texts: Sequence[s
     return digest.hexdigest()
 
 
-def cache_path(dataset: str | Path, key: str) -> Path:
+def cache_store(dataset: str | Path) -> KeyedStore:
+    """Where a router dataset's features are kept: ``<dataset>.self_features/`` beside it."""
     dataset = Path(dataset)
-    return dataset.parent / f"{dataset.name}.self_features" / f"{key[:24]}.safetensors"
+    return KeyedStore(dataset.parent / f"{dataset.name}.self_features")
 
 
 def dataset_features(
     path: str | Path,
     columns: dict[str, list],
     meta: dict,
-    base: str | None = None,
-    dtype: str = "auto",
-    device: str = "auto",
-    cache_dir: str = "checkpoints/base_models",
-    batch_tokens: int = 1024,
+    llm: LLMOptions | None = None,
     lm=None,
     log=None,
 ) -> tuple[torch.Tensor, dict]:
     """[rows, 2D] features of one router dataset's rows (in stored order) and their description; cached.
 
     ``columns`` are the dataset's ``task``, ``item_id`` and ``router_text`` columns. The base model is the
-    dataset's own unless ``base`` names another; ``lm`` (a loaded :class:`pudding.models.loading.BaseModel`) is
-    used instead of loading one. The cache file is written atomically.
+    dataset's own unless ``llm.base`` names another; ``lm`` (a loaded :class:`pudding.core.models.loading.BaseModel`)
+    is used instead of loading one. The cache file is written atomically.
     """
-    from safetensors.torch import load_file
-
-    from pudding.models.dtype import choose_dtype
-    from pudding.models.loading import load_base, resolve_device
-
+    llm = llm or LLMOptions()
     keep_first = keep_first_of(meta)
-    base_name = base or meta["base_model"]
-    run_device = resolve_device(device) if lm is None else lm.device
-    dtype_name = str(choose_dtype(dtype, run_device).dtype).removeprefix("torch.")
+    base_name = llm.base_or(meta["base_model"])
+    run_device = llm.run_device() if lm is None else lm.device
+    dtype_name = llm.dtype_choice(run_device).name
     identity = {
         "format": FEATURES_FORMAT,
         "base_model": base_name,
@@ -271,20 +265,21 @@ def dataset_features(
         "dtype": dtype_name,
         "keep_first": keep_first,
     }
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    target = cache_path(path, key)
-    info = {**identity, "key": key, "num_blocks": meta.get("num_blocks"), "cache_dir": cache_dir}
-    if target.is_file():
-        stored = load_file(str(target))
+    key = digest(identity)
+    store, name = cache_store(path), f"{key[:24]}.safetensors"
+    info = {**identity, "key": key, "num_blocks": meta.get("num_blocks"), "cache_dir": llm.cache_dir}
+    found = store.read_tensors(name, key)
+    if found is not None:
+        stored = found[0]
         features = torch.cat([stored["mean"], stored["last"]], dim=-1)
         if features.shape[0] == len(columns["task"]):
             return features, {**info, "hidden_size": int(stored["mean"].shape[1]), "cached": True}
     if lm is None:
-        lm = load_base(base_name, dtype=dtype_name, device=str(run_device), cache_dir=cache_dir)
+        lm = replace(llm, dtype=dtype_name).load(base_name, run_device)
     if log:
         rows = len(columns["task"])
         log(f"self router: features of {rows} rows of {path} (first {keep_first} blocks of {base_name})")
-    extractor = SelfFeatures(lm.model, lm.tokenizer, keep_first, batch_tokens=batch_tokens)
+    extractor = SelfFeatures(lm.model, lm.tokenizer, keep_first, batch_tokens=llm.batch_tokens)
     if meta.get("num_blocks") is not None and extractor.scorer.num_blocks != int(meta["num_blocks"]):
         raise SelfRouterError(
             f"{path}: the dataset's candidates are for {meta['num_blocks']} blocks, base model {base_name!r} has "
@@ -292,8 +287,9 @@ def dataset_features(
         )
     features = extractor.texts(columns["router_text"])
     d = features.shape[1] // 2
-    atomic_save_safetensors(
-        target,
+    store.write_tensors(
+        name,
+        key,
         {"mean": features[:, :d].contiguous(), "last": features[:, d:].contiguous()},
         {k: str(v) for k, v in identity.items()},
     )

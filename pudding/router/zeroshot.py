@@ -2,14 +2,14 @@
 
 Routed pruning runs each evaluation item with one of the K candidate omission sets. So whether an item is answered
 correctly depends only on which set the router picks for it, and every set's outcome on every item can be computed
-once, before training, with the project's scoring engine (:func:`pudding.outcomes.compute_outcomes`, which shares
+once, before training, with the project's scoring engine (:func:`pudding.core.outcomes.compute_outcomes`, which shares
 block prefixes between the sets). Each evaluated epoch then only routes the items' prompts and looks the chosen sets'
 outcomes up: a few seconds of router inference instead of an LLM evaluation.
 
 The items are the tasks' evaluation items that never served the candidate search or the router data
-(:func:`pudding.tasks.eval_items` with the router dataset's own ``router_fraction`` and ``split_seed``), the first
+(:func:`pudding.core.tasks.eval_items` with the router dataset's own ``router_fraction`` and ``split_seed``), the first
 ``limit`` of each task. Accuracies are fractions in [0, 1], as ``pudding eval`` writes them to JSON (its printed
-tables show percent); the task average is the mean of per-task accuracies (:func:`pudding.evaluation.average`).
+tables show percent); the task average is the mean of per-task accuracies (:func:`pudding.core.accuracy.average`).
 
 Logged per evaluated epoch: ``zeroshot/<task>`` and ``zeroshot/average`` (the router's choices), and the reference
 lines ``zeroshot_ref/{dense,best_static,random,oracle}`` (task averages) and ``zeroshot_ref/<ref>/<task>``. The
@@ -21,14 +21,12 @@ of the static accuracies); ``oracle`` counts an item correct when any candidate 
 The outcomes are cached under ``cache_dir`` in one small JSON table whose key covers the base model, the resolved
 dtype, the device type, the candidate file's sha256, the omission sets, the scoring batch budget and a digest of
 every item; a later run with the same key loads it without loading the LLM. While computing, each chunk of items is
-also kept as a :mod:`pudding.outcomes` shard, so an interrupted computation resumes where it stopped.
+also kept as a :mod:`pudding.core.outcomes` shard, so an interrupted computation resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -38,11 +36,12 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-from pudding.evaluation import average
-from pudding.io import atomic_write_json
-from pudding.models.dtype import choose_dtype
-from pudding.models.loading import DEFAULT_CACHE_DIR, load_base
-from pudding.outcomes import (
+from pudding.core.accuracy import average
+from pudding.core.candidates import Choices
+from pudding.core.errors import OptionError, PuddingError
+from pudding.core.llm import LLMOptions
+from pudding.core.models.loading import load_base
+from pudding.core.outcomes import (
     DEFAULT_CHUNK_ITEMS,
     DEFAULT_OUTCOMES_DIR,
     Outcomes,
@@ -51,64 +50,57 @@ from pudding.outcomes import (
     model_key,
     set_key,
 )
-from pudding.outcomes_pack import OutcomesSaver
+from pudding.core.outcomes_progress import outcomes_saver
+from pudding.core.results import Row, routed_results, spread_results, static_row
+from pudding.core.scoring import Scorer
+from pudding.core.store import KeyedStore, digest
+from pudding.core.tasks import DataOptions, Item, eval_items, parse_task_list
 from pudding.router.static import best_static_index
-from pudding.routerdata.store import read_meta
-from pudding.scoring import Scorer
-from pudding.tasks import DataOptions, Item, eval_items, get_task, parse_task_list
+from pudding.routerdata.dataset import read_meta
 
 TABLE_FORMAT = 1
 REFERENCES = ("dense", "best_static", "random", "oracle")
 DEFAULT_ZEROSHOT_CACHE = str(Path("checkpoints") / "router" / "zeroshot_cache")
 
 
-class ZeroShotError(ValueError):
+class ZeroShotError(PuddingError):
     """The callback cannot evaluate: missing dataset metadata, mismatched candidates, or leaking items."""
 
 
 # ------------------------------------------------------------------------------------------------ pure parts
 
 
-def task_metric(task: str, metric: str) -> str:
-    """``metric`` where the task reports it, else ``acc`` (BoolQ has no ``acc_norm``), as :func:`average` does."""
-    return metric if metric in get_task(task).metrics else "acc"
-
-
 def reference_accuracies(
-    outcomes: dict[str, Outcomes], keys: Sequence[str], best_static: int, metric: str = "acc"
+    outcomes: dict[str, Outcomes], sets: Sequence[Sequence[int]], best_static: int, num_blocks: int, metric: str = "acc"
 ) -> dict[str, dict[str, float]]:
-    """Per reference (dense, best_static, random, oracle), per task: accuracy on the outcomes' items (a fraction).
-
-    ``keys`` are the candidates' set keys in candidate order; the dense model is the set key ``""``.
-    """
-    refs: dict[str, dict[str, float]] = {name: {} for name in REFERENCES}
-    for task, out in outcomes.items():
-        m = task_metric(task, metric)
-        static = np.stack([out.correct(k, m) for k in keys])  # [K, N]
-        refs["dense"][task] = float(out.correct(set_key(()), m).mean())
-        refs["best_static"][task] = float(static[best_static].mean())
-        refs["random"][task] = float(static.mean(axis=1).mean())
-        refs["oracle"][task] = float(static.any(axis=0).mean())
-    return refs
+    """Per reference (dense, best_static, random, oracle), per task: accuracy on the outcomes' items (a fraction),
+    from the rows of the results table (:mod:`pudding.core.results`). ``sets`` are the router's choices."""
+    random, oracle = spread_results(outcomes, sets)
+    rows = {
+        "dense": static_row("dense", "dense", outcomes, (), num_blocks),
+        "best_static": static_row("best static", "best_static", outcomes, sets[best_static], num_blocks),
+        "random": Row("random", "random", random),
+        "oracle": Row("oracle", "oracle", oracle),
+    }
+    return {name: {task: row.metric(task, metric) for task in outcomes} for name, row in rows.items()}
 
 
 def routed_accuracies(
-    outcomes: dict[str, Outcomes], keys: Sequence[str], choices: dict[str, Sequence[int]], metric: str = "acc"
+    outcomes: dict[str, Outcomes],
+    sets: Sequence[Sequence[int]],
+    choices: dict[str, Sequence[int]],
+    num_blocks: int,
+    metric: str = "acc",
 ) -> dict[str, float]:
-    """Per task: accuracy when item ``i`` runs with candidate ``choices[task][i]`` (an index into ``keys``)."""
-    return {
-        task: float(out.routed([keys[c] for c in choices[task]], task_metric(task, metric)).mean())
-        for task, out in outcomes.items()
-    }
+    """Per task: accuracy when item ``i`` runs with ``sets[choices[task][i]]`` (the table's routed row)."""
+    results, _ = routed_results(outcomes, sets, choices, num_blocks)
+    row = Row("routed", "routed", results)
+    return {task: row.metric(task, metric) for task in outcomes}
 
 
 def task_average(per_task: dict[str, float]) -> float:
-    """Mean over tasks of per-task accuracy, through the one definition :func:`pudding.evaluation.average`."""
+    """Mean over tasks of per-task accuracy, through the one definition :func:`pudding.core.accuracy.average`."""
     return average({task: {"acc": value} for task, value in per_task.items()})
-
-
-def table_key(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def save_table(path: Path, key: str, identity: dict, outcomes: dict[str, Outcomes]) -> None:
@@ -122,18 +114,13 @@ def save_table(path: Path, key: str, identity: dict, outcomes: dict[str, Outcome
         }
         for task, out in outcomes.items()
     }
-    atomic_write_json(path, {"format": TABLE_FORMAT, "key": key, "identity": identity, "tasks": tasks})
+    KeyedStore(path.parent).write(path.name, key, {"format": TABLE_FORMAT, "identity": identity, "tasks": tasks})
 
 
 def load_table(path: Path, key: str) -> dict[str, Outcomes] | None:
     """The outcomes stored under ``key``, or None when the file is absent, unreadable or from other settings."""
-    if not path.is_file():
-        return None
-    try:
-        table = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if table.get("key") != key or table.get("format") != TABLE_FORMAT:
+    table = KeyedStore(path.parent).read(path.name, key)
+    if table is None or table.get("format") != TABLE_FORMAT:
         return None
     return {
         task: Outcomes(
@@ -170,12 +157,12 @@ def dataset_split_options(meta: dict) -> dict[str, tuple[float, int]]:
 class ZeroShotEvalCallback(Callback):
     """Logs the zero-shot accuracy of routed pruning on held-out evaluation items at the end of validation epochs.
 
-    Needs a module with ``omission_sets``, ``best_static`` and ``route_texts(texts) -> list[int]``, and a datamodule
-    with the router dataset's ``meta`` (and ``train_set`` rows with raw ``scores``, used only when the module has
-    no ``best_static``). After each evaluation, ``last_results`` holds the routed accuracies just logged
-    (``zeroshot/<task>``, ``zeroshot/average``), ``references`` the reference lines, and ``history`` one entry per
-    evaluated epoch. With a ``self`` router the LLM loaded for the outcomes also computes the items' router
-    features (:meth:`share_llm`), so the router's encoder never loads a second copy for them.
+    Needs a module whose ``router`` has ``omission_sets``, ``best_static`` and ``route_texts(texts) -> list[int]``
+    (:class:`~pudding.router.model.Router`), and a datamodule with the router dataset's ``meta`` (and ``train_set`` rows
+    with raw ``scores``, used only when the router has no ``best_static``). After each evaluation, ``last_results``
+    holds the routed accuracies just logged (``zeroshot/<task>``, ``zeroshot/average``), ``references`` the reference
+    lines, and ``history`` one entry per evaluated epoch. With a ``self`` router the LLM loaded for the outcomes also
+    computes the items' router features (:meth:`share_llm`), so the router's encoder never loads a second copy for them.
 
     Args:
         tasks: Tasks to evaluate (YAML list or comma-separated); None: every task of the router dataset.
@@ -183,17 +170,14 @@ class ZeroShotEvalCallback(Callback):
         every_n_epochs: Evaluate after every n-th validation epoch (1: every epoch). Sanity checking never counts.
         data_dir: Folder of the original benchmark files (layout of ``../shared/data``); None: the folder the router
             dataset was built from (its metadata; the hub if it was built from the hub).
-        base: Base LLM the outcomes are computed with; None: the router dataset's ``base_model``.
-        dtype: LLM dtype: auto (fast one for the device, see ``pudding eval --help``), float32, bfloat16, float16.
-        device: Device for the one-time LLM scoring: auto (the device the router trains on), cpu, cuda, cuda:N.
-        batch_tokens: Upper bound on rows × padded length per LLM forward pass (memory knob).
+        llm: The base LLM the outcomes are computed with (:class:`~pudding.core.llm.LLMOptions`; ``base`` null: the
+            router dataset's ``base_model``; ``device`` auto: the device the router trains on).
         cache_dir: Where the outcome table is kept (a later run with the same key loads it without the LLM).
-        outcomes_dir: Where the resumable per-chunk outcome shards are kept; shared with ``pudding eval --bundle``,
-            which reuses them for the same items.
-        outcomes_progress: An outcomes progress file (as ``pudding eval --outcomes_progress``; item ids and predicted
+        outcomes_dir: Where the resumable per-chunk outcome shards are kept; shared with ``pudding compare``, which
+            reuses them for the same items.
+        outcomes_progress: An outcomes progress file (as ``pudding compare --outcomes_progress``; item ids and predicted
             choices only): when the outcomes are computed it seeds ``outcomes_dir`` if it exists, and it is rewritten
             from ``outcomes_dir`` as chunks finish and after each task. None: no such file.
-        model_cache_dir: Where de-quantised GGUF weights are cached (as in ``pudding eval``).
         router_fraction: Share of each validation split reserved for router data; None: the router dataset's value.
             Only change it if the dataset's metadata lacks it: another value would evaluate on router data.
         split_seed: Seed of that reservation; None: the router dataset's value (same caveat).
@@ -207,14 +191,10 @@ class ZeroShotEvalCallback(Callback):
         limit: int | None = 200,
         every_n_epochs: int = 1,
         data_dir: str | None = None,
-        base: str | None = None,
-        dtype: str = "auto",
-        device: str = "auto",
-        batch_tokens: int = 1024,
+        llm: LLMOptions = LLMOptions(),
         cache_dir: str = DEFAULT_ZEROSHOT_CACHE,
         outcomes_dir: str = DEFAULT_OUTCOMES_DIR,
         outcomes_progress: str | None = None,
-        model_cache_dir: str = str(DEFAULT_CACHE_DIR),
         router_fraction: float | None = None,
         split_seed: int | None = None,
         metric: Literal["acc", "acc_norm"] = "acc",
@@ -222,30 +202,28 @@ class ZeroShotEvalCallback(Callback):
     ) -> None:
         super().__init__()
         if limit is not None and limit < 1:
-            raise ValueError(f"ZeroShotEvalCallback option limit: must be a positive number of items, got {limit}")
+            raise OptionError(f"ZeroShotEvalCallback option limit: must be a positive number of items, got {limit}")
         if every_n_epochs < 1:
-            raise ValueError(f"ZeroShotEvalCallback option every_n_epochs: must be at least 1, got {every_n_epochs}")
+            raise OptionError(f"ZeroShotEvalCallback option every_n_epochs: must be at least 1, got {every_n_epochs}")
         if metric not in ("acc", "acc_norm"):
-            raise ValueError(f"ZeroShotEvalCallback option metric: {metric!r} is not acc or acc_norm")
+            raise OptionError(f"ZeroShotEvalCallback option metric: {metric!r} is not acc or acc_norm")
         self.tasks = None if tasks is None else parse_task_list(tasks)
         self.limit = limit
         self.every_n_epochs = every_n_epochs
         self.data_dir = data_dir
-        self.base = base
-        self.dtype = dtype
-        self.device = device
-        self.batch_tokens = batch_tokens
+        self.llm = llm or LLMOptions()
         self.cache_dir = Path(cache_dir)
         self.outcomes_dir = Path(outcomes_dir)
         self.outcomes_progress = None if outcomes_progress is None else Path(outcomes_progress)
-        self.model_cache_dir = model_cache_dir
         self.router_fraction = router_fraction
         self.split_seed = split_seed
         self.metric = metric
         self.chunk_items = chunk_items
         self.items: dict[str, list[Item]] = {}
         self.outcomes: dict[str, Outcomes] | None = None
+        self.sets: list[tuple[int, ...]] = []
         self.set_keys: list[str] = []
+        self.num_blocks = 0
         self.references: dict[str, float] = {}
         self.last_results: dict[str, float] = {}
         self.last_choices: dict[str, list[int]] = {}
@@ -279,13 +257,14 @@ class ZeroShotEvalCallback(Callback):
                 "ZeroShotEvalCallback needs a datamodule whose `meta` holds the router dataset's metadata "
                 "(RouterDataModule after setup)"
             )
-        device = pl_module.device if self.device == "auto" else torch.device(self.device)
+        router = pl_module.router
+        device = self.llm.run_device(pl_module.device)
         rows = [*getattr(data, "train_set", []), *getattr(data, "val_set", [])]
-        sets = self.plan(meta, rows, pl_module.omission_sets, device)
-        outcomes = self.load_or_compute(sets, pl_module) if trainer.is_global_zero else None
+        sets = self.plan(meta, rows, router.omission_sets, device)
+        outcomes = self.load_or_compute(sets, router) if trainer.is_global_zero else None
         outcomes = trainer.strategy.broadcast(outcomes, src=0)
-        best = self._best_static(pl_module, data)
-        refs = reference_accuracies(outcomes, self.set_keys, best, self.metric)
+        best = self._best_static(router, data)
+        refs = reference_accuracies(outcomes, self.sets, best, self.num_blocks, self.metric)
         self.references = {}
         for name, per_task in refs.items():
             self.references[f"zeroshot_ref/{name}"] = task_average(per_task)
@@ -301,19 +280,18 @@ class ZeroShotEvalCallback(Callback):
         Returns the omission sets as tuples.
         """
         sets = [tuple(int(b) for b in s) for s in omission_sets]
-        meta_sets = [tuple(int(b) for b in s) for s in meta.get("omission_sets", sets)]
-        if meta.get("dense_choice") and "omission_sets" in meta:
-            meta_sets.append(())  # the router's last choice is the dense model (RouterDataModule's dense_choice)
+        meta_sets = list(Choices.from_meta(meta).omission_sets) if "omission_sets" in meta else sets
         if sets != meta_sets:
             raise ZeroShotError(
                 f"ZeroShotEvalCallback: the module's {len(sets)} omission sets differ from the router dataset's "
                 f"{len(meta_sets)} ({meta.get('candidates_file', 'candidate file unknown')})"
             )
-        self.set_keys = [set_key(s) for s in sets]
+        self.sets, self.set_keys = sets, [set_key(s) for s in sets]
+        self.num_blocks = int(meta.get("num_blocks") or 0)
         self.items = self._load_items(meta, rows)
-        self._base = self.base or meta["base_model"]
+        self._base = self.llm.base_or(meta["base_model"])
         self._device = device
-        self._dtype = choose_dtype(self.dtype, device).name
+        self._dtype = self.llm.dtype_choice(device).name
         self._identity = {
             "format": TABLE_FORMAT,
             "base": self._base,
@@ -321,25 +299,25 @@ class ZeroShotEvalCallback(Callback):
             "device_type": device.type,
             "candidates_sha256": meta.get("candidates_sha256"),
             "omission_sets": [list(s) for s in sets],
-            "batch_tokens": self.batch_tokens,
+            "batch_tokens": self.llm.batch_tokens,
             "chunk_items": self.chunk_items,
             "items": {task: items_key(items) for task, items in self.items.items()},
         }
-        self._key = table_key(self._identity)
+        self._key = digest(self._identity)
         self.table_path = self.cache_dir / f"table-{self._key[:16]}.json"
         return sets
 
-    def load_or_compute(self, sets: list[tuple[int, ...]], pl_module: Any = None) -> dict[str, Outcomes]:
+    def load_or_compute(self, sets: list[tuple[int, ...]], router: Any = None) -> dict[str, Outcomes]:
         """The outcome table of :meth:`plan`'s key: read from ``cache_dir``, or computed with the LLM and saved.
 
-        When the LLM is loaded here and ``pl_module`` is a ``self`` router, the items' router features are computed
+        When the LLM is loaded here and ``router`` is a ``self`` router, the items' router features are computed
         from that same copy (:meth:`share_llm`).
         """
         outcomes = load_table(self.table_path, self._key)
         if outcomes is not None:
             rank_zero_info(f"[zeroshot] outcomes loaded from {self.table_path}")
             return outcomes
-        outcomes = self._compute(self._base, self._dtype, self._device, sets, pl_module)
+        outcomes = self._compute(self._base, self._dtype, self._device, sets, router)
         save_table(self.table_path, self._key, self._identity, outcomes)
         return outcomes
 
@@ -372,19 +350,19 @@ class ZeroShotEvalCallback(Callback):
         return items
 
     def _compute(
-        self, base: str, dtype: str, device: torch.device, sets: list[tuple[int, ...]], pl_module: Any = None
+        self, base: str, dtype: str, device: torch.device, sets: list[tuple[int, ...]], router: Any = None
     ) -> dict:
         """Score the dense model and every candidate on the items once, then free the LLM."""
         rank_zero_info(f"[zeroshot] computing outcomes of {len(sets)} candidates + dense with {base} ({dtype})")
         saver = None
         if self.outcomes_progress is not None:
-            saver = OutcomesSaver(
+            saver = outcomes_saver(
                 self.outcomes_dir, self.outcomes_progress, log=lambda s: rank_zero_info(f"[zeroshot] {s}")
             )
             saver.seed()
-        lm = load_base(base, dtype=dtype, device=str(device), cache_dir=self.model_cache_dir)
+        lm = load_base(base, dtype=dtype, device=str(device), cache_dir=self.llm.cache_dir)
         try:
-            scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=self.batch_tokens)
+            scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=self.llm.batch_tokens)
             for s in sets:
                 if any(b >= scorer.num_blocks for b in s):
                     raise ZeroShotError(
@@ -410,7 +388,7 @@ class ZeroShotEvalCallback(Callback):
                 )
                 if saver is not None:
                     saver.save()
-            self.share_llm(pl_module, lm)
+            self.share_llm(router, lm)
             return outcomes
         finally:
             del lm
@@ -418,7 +396,7 @@ class ZeroShotEvalCallback(Callback):
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    def share_llm(self, pl_module: Any, lm) -> bool:
+    def share_llm(self, router: Any, lm) -> bool:
         """A ``self`` router reads this base LLM's first blocks: compute its features of the items from ``lm``.
 
         Routing the items every epoch then needs no second copy of the LLM (the router's encoder would load its own
@@ -426,8 +404,8 @@ class ZeroShotEvalCallback(Callback):
         features are the ones it was trained on; returns whether they were computed here. When the outcome table
         is loaded from the cache no LLM is loaded here, and the encoder loads the one copy itself.
         """
-        encoder = getattr(pl_module, "encoder", None)
-        if not getattr(pl_module, "is_self", False) or not getattr(encoder, "info", None):
+        encoder = getattr(router, "encoder", None)
+        if not getattr(router, "is_self", False) or not getattr(encoder, "info", None):
             return False
         info = encoder.info
         if info.get("base_model") != self._base or info.get("dtype") != self._dtype:
@@ -437,12 +415,12 @@ class ZeroShotEvalCallback(Callback):
             )
             return False
         texts = [item.router_text for items in self.items.values() for item in items]
-        encoder.precompute(lm.model, lm.tokenizer, texts, batch_tokens=self.batch_tokens)
+        encoder.precompute(lm.model, lm.tokenizer, texts, batch_tokens=self.llm.batch_tokens)
         return True
 
     @staticmethod
-    def _best_static(pl_module: LightningModule, data: Any) -> int:
-        best = getattr(pl_module, "best_static", None)
+    def _best_static(router: Any, data: Any) -> int:
+        best = getattr(router, "best_static", None)
         if best is not None:
             return int(best)
         return best_static_index(np.stack([np.asarray(row["scores"]) for row in data.train_set]))
@@ -452,7 +430,7 @@ class ZeroShotEvalCallback(Callback):
         """Route every item, look up the chosen sets' outcomes, log and return the accuracies."""
         assert self.outcomes is not None
         texts = [item.router_text for items in self.items.values() for item in items]
-        flat = [int(c) for c in pl_module.route_texts(texts)]
+        flat = [int(c) for c in pl_module.router.route_texts(texts)]
         if len(flat) != len(texts) or any(not 0 <= c < len(self.set_keys) for c in flat):
             raise ZeroShotError(
                 f"ZeroShotEvalCallback: route_texts returned {len(flat)} choices for {len(texts)} prompts, or an "
@@ -462,7 +440,7 @@ class ZeroShotEvalCallback(Callback):
         for task, items in self.items.items():
             choices[task] = flat[at : at + len(items)]
             at += len(items)
-        per_task = routed_accuracies(self.outcomes, self.set_keys, choices, self.metric)
+        per_task = routed_accuracies(self.outcomes, self.sets, choices, self.num_blocks, self.metric)
         results = {f"zeroshot/{task}": value for task, value in per_task.items()}
         results["zeroshot/average"] = task_average(per_task)
         # every rank routes the same items with the same weights, so the values agree without a reduction
@@ -477,6 +455,3 @@ class ZeroShotEvalCallback(Callback):
             f"oracle {100 * self.references['zeroshot_ref/oracle']:.2f})"
         )
         return results
-
-
-# ------------------------------------------------------------------------------------------ ahead of training

@@ -22,8 +22,6 @@ floating-point kernels themselves are deterministic on the hardware (they are on
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 import warnings
@@ -33,12 +31,11 @@ from datasets import Dataset
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
-from pudding.errors import OptionError, OutputError
-from pudding.io import atomic_write_json
-from pudding.routerdata.headroom import headroom, headroom_table
-from pudding.routerdata.module import ScoringModule
-from pudding.routerdata.progress import Expected, ProgressSaver, pack_progress, unpack_progress
-from pudding.routerdata.store import (
+from pudding.core.errors import OptionError, OutputError
+from pudding.core.io import atomic_write_json
+from pudding.core.store import digest
+from pudding.core.tasks.partition import router_split
+from pudding.routerdata.dataset import (
     DATASET_FORMAT,
     META_FILE,
     TARGET,
@@ -48,9 +45,11 @@ from pudding.routerdata.store import (
     read_meta,
     save_dataset,
 )
+from pudding.routerdata.headroom import headroom, headroom_table
+from pudding.routerdata.predict import ScoringModule
+from pudding.routerdata.progress import Expected, build_saver, pack_progress, unpack_progress
 from pudding.routerdata.units import ScoringDataModule, items_digest
-from pudding.routerdata.writer import BUILD_FILE, SHARDS, ShardWriter, finished_chunks, shard_path
-from pudding.tasks.partition import router_split
+from pudding.routerdata.writer import BUILD_FILE, SHARDS, ShardWriter, finished_chunks, read_shard, shard_name
 
 
 @rank_zero_only
@@ -61,7 +60,7 @@ def say(message: str) -> None:
 def build_key(module: ScoringModule, data: ScoringDataModule, device_type: str) -> tuple[str, dict]:
     """The build key and the identity it hashes."""
     identity = {"format": DATASET_FORMAT, "scoring": module.identity(device_type), "data": data.identity()}
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    key = digest(identity)
     return key, identity
 
 
@@ -109,12 +108,12 @@ def assemble(module: ScoringModule, data: ScoringDataModule, shard_dir: Path, ke
     k = len(module.omission_sets)
     by_task: dict[str, dict[int, dict]] = {task: {} for task in data.items}
     for chunk in data.chunks:
-        path = shard_path(shard_dir, chunk.chunk_id)
+        path = shard_dir / shard_name(chunk.chunk_id)
         if not path.is_file():
             raise RouterDataError(f"shard {path} is missing; run the same command again to score it")
-        shard = json.loads(path.read_text())
-        if shard.get("key") != key:
-            raise RouterDataError(f"shard {path} belongs to another build (key {shard.get('key')!r})")
+        shard = read_shard(shard_dir, chunk.chunk_id, key)
+        if shard is None:
+            raise RouterDataError(f"shard {path} is unreadable or belongs to another build; run the command again")
         rows = {row["index"]: row for row in shard["rows"]}
         if sorted(rows) != list(chunk.indices):
             raise RouterDataError(f"shard {path} does not hold exactly the items of chunk {chunk.chunk_id}")
@@ -233,7 +232,7 @@ def build_dataset(
 
     saver = None
     if progress is not None and trainer.is_global_zero:
-        saver = ProgressSaver(run_dir, progress, progress_save_every)
+        saver = build_saver(run_dir, progress, progress_save_every)
     if pending:
         data.pending = [c.chunk_id for c in pending]
         after_write = saver.maybe_save if saver is not None else None

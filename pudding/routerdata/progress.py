@@ -16,19 +16,19 @@ build scores. A build already running without the option is packed by ``pudding 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from pudding.routerdata.store import RouterDataError
-from pudding.routerdata.writer import BUILD_FILE, SHARDS, finished_chunks, read_shard, shard_path, write_shard
-from pudding.tagged_parquet import read_tagged_parquet, write_tagged_parquet
+from pudding.core.progress import ProgressSaver, TaggedFormat
+from pudding.routerdata.dataset import RouterDataError
+from pudding.routerdata.writer import BUILD_FILE, SHARDS, finished_chunks, finished_shards, shard_name, write_shard
 
 PROGRESS_FORMAT = "pudding-router-progress/1"
 COLUMNS = ("chunk_id", "task", "index", "item_id", "scores", "dense_score")
+FORMAT = TaggedFormat(PROGRESS_FORMAT, "progress", "`pudding dataset --progress`", COLUMNS, RouterDataError)
 
 Expected = Mapping[str, tuple[str, Sequence[tuple[int, str]]]]
 """Per chunk id: its task and its rows' ``(index, item_id)``, in shard order (what the current settings make)."""
@@ -55,7 +55,7 @@ def pack_progress(run_dir: str | Path, path: str | Path) -> int:
     run_dir, path = Path(run_dir), Path(path)
     key, identity = read_build(run_dir)
     shard_dir = run_dir / SHARDS
-    shards = [s for p in sorted(shard_dir.glob("*.json")) if (s := read_shard(p, key)) is not None]
+    shards = list(finished_shards(shard_dir, key).values())
     if not shards:
         raise RouterDataError(f"{shard_dir}: no finished shard of build {key[:16]} to pack into {path}")
     k = len(shards[0]["rows"][0]["scores"])
@@ -63,7 +63,7 @@ def pack_progress(run_dir: str | Path, path: str | Path) -> int:
     for shard in shards:
         for row in shard["rows"]:
             if len(row["scores"]) != k:
-                where = shard_path(shard_dir, shard["chunk_id"])
+                where = shard_dir / shard_name(shard["chunk_id"])
                 raise RouterDataError(f"{where}: a row holds {len(row['scores'])} scores, other shards {k}")
             cols["chunk_id"].append(shard["chunk_id"])
             cols["task"].append(shard["task"])
@@ -82,14 +82,8 @@ def pack_progress(run_dir: str | Path, path: str | Path) -> int:
             "dense_score": pa.array(np.asarray(cols["dense_score"], dtype=np.float64), type=pa.float64()),
         }
     )
-    info = {
-        "format": PROGRESS_FORMAT,
-        "build_key": key,
-        "identity": identity,
-        "num_candidates": k,
-        "chunks": len(shards),
-    }
-    write_tagged_parquet(
+    info = {"build_key": key, "identity": identity, "num_candidates": k, "chunks": len(shards)}
+    FORMAT.write(
         path,
         table,
         info,
@@ -103,20 +97,12 @@ def pack_progress(run_dir: str | Path, path: str | Path) -> int:
 
 def read_progress(path: str | Path) -> tuple[pa.Table, dict]:
     """The rows of a progress file and its metadata; a one-line error naming ``path`` when it is not one."""
-    table, info = read_tagged_parquet(
-        path, "progress", PROGRESS_FORMAT, "`pudding dataset --progress`", RouterDataError
-    )
-    missing = [c for c in COLUMNS if c not in table.column_names]
-    if missing:
-        raise RouterDataError(f"progress file {path}: columns {missing} are missing")
+    table, info = FORMAT.read(path)
     if not isinstance(info.get("build_key"), str) or not isinstance(info.get("num_candidates"), int):
         raise RouterDataError(f"progress file {path}: its metadata lacks the build key or num_candidates")
     kind = table.schema.field("scores").type
     if not (pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind)) or kind.value_type != pa.float64():
         raise RouterDataError(f"progress file {path}: scores are {kind}, want lists of float64")
-    nulls = [c for c in COLUMNS if table.column(c).null_count]
-    if nulls:
-        raise RouterDataError(f"progress file {path}: empty values in columns {nulls}")
     return table, info
 
 
@@ -207,32 +193,14 @@ def unpack_progress(
     return written
 
 
-class ProgressSaver:
-    """Rewrites a build's progress file from the shards on disk (every rank's: they share the disk) on rank 0.
-
-    :meth:`maybe_save` runs after each shard rank 0 writes and saves at most every ``every`` seconds; :meth:`save`
-    runs once more when scoring is over. A failed save (full disk, say) is reported and the build goes on: the
-    shards on disk are the build's own record.
-    """
-
-    def __init__(self, run_dir: str | Path, path: str | Path, every: float = 600.0) -> None:
-        self.run_dir = Path(run_dir)
-        self.path = Path(path)
-        self.every = every
-        self._last = time.perf_counter()
-
-    def maybe_save(self) -> None:
-        if time.perf_counter() - self._last >= self.every:
-            self.save()
-
-    def save(self) -> int | None:
-        """Pack now; returns the number of chunks in the file, or None if the save failed (and says why)."""
-        try:
-            count = pack_progress(self.run_dir, self.path)
-        except (OSError, RouterDataError) as exc:
-            print(f"[dataset] warning: could not save the progress file {self.path}: {exc}", flush=True)
-            return None
-        finally:
-            self._last = time.perf_counter()
-        print(f"[dataset] progress file {self.path}: {count} finished chunks saved", flush=True)
-        return count
+def build_saver(run_dir: str | Path, path: str | Path, every: float = 600.0) -> ProgressSaver[int]:
+    """The :class:`~pudding.core.progress.ProgressSaver` of a build's progress file ``path``: it packs the shards
+    of ``run_dir`` on disk (every rank's: they share the disk), run on rank 0 after each shard rank 0 writes, and
+    once more when scoring is over. A failed save is reported and the build goes on."""
+    return ProgressSaver(
+        path,
+        pack=lambda: pack_progress(run_dir, path),
+        describe=lambda count: f"[dataset] progress file {path}: {count} finished chunks saved",
+        every=every,
+        log=lambda line: print(line if line.startswith("[dataset]") else f"[dataset] {line}", flush=True),
+    )

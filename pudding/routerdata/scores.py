@@ -19,19 +19,22 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pudding.candidates import file_hash
-from pudding.errors import OutputError
-from pudding.routerdata.store import (
+from pudding.core.candidates import file_hash
+from pudding.core.errors import OutputError
+from pudding.core.progress import TaggedFormat
+from pudding.core.tasks import DataOptions, TaskDataError, get_task, router_items
+from pudding.routerdata.dataset import (
     RouterDataError,
     load_router_dataset,
     make_dataset,
     save_dataset,
 )
 from pudding.routerdata.units import items_digest
-from pudding.tagged_parquet import read_tagged_parquet, write_tagged_parquet
-from pudding.tasks import DataOptions, TaskDataError, get_task, router_items
 
 SCORES_FORMAT = "pudding-router-scores/1"
+FORMAT = TaggedFormat(
+    SCORES_FORMAT, "scores", "`pudding release`", ("task", "item_id", "scores", "dense_score"), RouterDataError
+)
 
 
 def export_scores(dataset_dir: str | Path, output: str | Path) -> Path:
@@ -52,10 +55,10 @@ def export_scores(dataset_dir: str | Path, output: str | Path) -> Path:
         "dense_score": pa.array(np.asarray(table.column("dense_score"), dtype=np.float32), type=pa.float32()),
     }
     output = Path(output)
-    write_tagged_parquet(
+    FORMAT.write(
         output,
         pa.table(columns),
-        {"format": SCORES_FORMAT, "dataset_meta": meta},
+        {"dataset_meta": meta},
         compression="zstd",
         compression_level=19,
         use_byte_stream_split=["dense_score"],
@@ -65,12 +68,8 @@ def export_scores(dataset_dir: str | Path, output: str | Path) -> Path:
 
 def read_scores(path: str | Path) -> tuple[pa.Table, dict]:
     """The scores table and the dataset metadata it carries; a clear error when ``path`` is not a scores file."""
-    table, info = read_tagged_parquet(path, "scores", SCORES_FORMAT, "`pudding release`", RouterDataError)
-    meta = info["dataset_meta"]
-    missing = {"task", "item_id", "scores", "dense_score"} - set(table.column_names)
-    if missing:
-        raise RouterDataError(f"scores file {path}: columns {sorted(missing)} are missing")
-    return table, meta
+    table, info = FORMAT.read(path)
+    return table, info["dataset_meta"]
 
 
 def _task_files(task: str, split: str, opts: DataOptions) -> str:

@@ -21,8 +21,8 @@ from pathlib import Path
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from pudding.errors import OptionError
-from pudding.tasks import DEFAULT_TASKS, DataOptions, Item, parse_task_list, router_items
+from pudding.core.errors import OptionError
+from pudding.core.tasks import DEFAULT_TASKS, DataOptions, Item, parse_task_list, router_items
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ shards, and a restart simply skips the chunks whose shard exists. The writer als
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from pudding.io import atomic_write_json
+from pudding.core.store import KeyedStore
 
 SHARD_FORMAT = 1
 BUILD_FILE = "build.json"
@@ -23,32 +22,32 @@ SHARDS = "shards"
 """In a build's run dir: the folder of its shards."""
 
 
-def shard_path(shard_dir: Path, chunk_id: str) -> Path:
-    return shard_dir / f"{chunk_id}.json"
+def shard_name(chunk_id: str) -> str:
+    return f"{chunk_id}.json"
 
 
 def write_shard(shard_dir: Path, key: str, chunk_id: str, task: str, rows: list[dict]) -> None:
     """Write one chunk's shard atomically: its rows, tagged with the build key (whole or not at all)."""
-    shard = {"format": SHARD_FORMAT, "key": key, "chunk_id": chunk_id, "task": task, "rows": rows}
-    atomic_write_json(shard_path(shard_dir, chunk_id), shard)
+    record = {"format": SHARD_FORMAT, "chunk_id": chunk_id, "task": task, "rows": rows}
+    KeyedStore(shard_dir).write(shard_name(chunk_id), key, record)
 
 
-def read_shard(path: Path, key: str) -> dict | None:
-    """The shard at ``path`` if it is whole and carries this build's key, else None (a stray one is not trusted)."""
-    try:
-        shard = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None  # unreadable: score that chunk again
-    if isinstance(shard, dict) and shard.get("key") == key and shard.get("format") == SHARD_FORMAT:
-        return shard
-    return None
+def read_shard(shard_dir: Path, chunk_id: str, key: str) -> dict | None:
+    """The shard of ``chunk_id`` if it is whole and carries this build's key, else None (a stray one is not
+    trusted)."""
+    shard = KeyedStore(shard_dir).read(shard_name(chunk_id), key)
+    return shard if shard is not None and shard.get("format") == SHARD_FORMAT else None
+
+
+def finished_shards(shard_dir: Path, key: str) -> dict[str, dict]:
+    """The shards that carry this build's key, by chunk id (in file-name order)."""
+    found = KeyedStore(shard_dir).keyed("*.json", key)
+    return {Path(name).stem: s for name, s in found.items() if s.get("format") == SHARD_FORMAT}
 
 
 def finished_chunks(shard_dir: Path, key: str) -> set[str]:
     """Chunk ids whose shard exists and carries this build's key."""
-    if not shard_dir.is_dir():
-        return set()
-    return {path.stem for path in shard_dir.glob("*.json") if read_shard(path, key) is not None}
+    return set(finished_shards(shard_dir, key))
 
 
 def _clock(seconds: float) -> str:

@@ -15,7 +15,7 @@ The greedy loop is shared; only the way a trial ("the current omission set plus 
   - scores are memoised by omission *set*, so runs with different losses on the same request set compute every
     evaluation they share once (the planned runs give likelihood its own, cheaper gold-only set, see
     :mod:`pudding.search.objectives`);
-  - the LM head runs only on scored positions, a few dozen rows at a time (``pudding.scoring``).
+  - the LM head runs only on scored positions, a few dozen rows at a time (``pudding.core.scoring``).
 
   Each shortcut reproduces, operation for operation, what a plain run of the reduced block list on the same
   batches computes, so the scores are bit-identical to ``scorer.run(prepared, kept_blocks(...))``.
@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pudding.errors import OptionError
-from pudding.models.omission import kept_blocks
-from pudding.scoring import Prepared, Score, Scorer
+from pudding.core.errors import OptionError
+from pudding.core.models.omission import kept_blocks
+from pudding.core.scoring import Prepared, Score, Scorer
 from pudding.search.objectives import LossFn, RequestSet
 
 

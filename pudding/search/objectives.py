@@ -1,6 +1,6 @@
 """What a candidate search minimises: a fixed request set and a loss computed from its scores.
 
-A request set is scored once per trial by the engine (:mod:`pudding.scoring`); a loss turns the scores into one
+A request set is scored once per trial by the engine (:mod:`pudding.core.scoring`); a loss turns the scores into one
 number. ``margin`` needs every choice of an item; ``likelihood`` only the gold one, so its runs score the gold
 requests alone (on the default tasks about 30 % fewer positions and 70 % fewer LM-head rows per trial).
 """
@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pudding.errors import OptionError
-from pudding.scoring import Score
-from pudding.tasks import Item
+from pudding.core.errors import OptionError
+from pudding.core.scoring import Score
+from pudding.core.tasks import Item
 
 LOSSES = ("likelihood", "margin", "perplexity")
 """Loss names a search run can minimise."""

@@ -15,26 +15,25 @@ the steps before it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pudding.candidates import (
+from pudding.core.candidates import (
     CandidateFileError,
     CandidateSet,
     candidates_at_depths,
     candidates_from_runs,
 )
-from pudding.checks import check_output
-from pudding.errors import OptionError
-from pudding.io import atomic_write_json
-from pudding.models.loading import BaseModel, base_num_blocks, load_base
-from pudding.option_groups import DeviceOptions, ModelOptions, OutputOptions, ScoringOptions, TaskOptions
-from pudding.options import as_int_list, as_str_list, check_positive
-from pudding.scoring import Scorer
+from pudding.core.errors import OptionError
+from pudding.core.io import OutputOptions, check_output, print_line
+from pudding.core.llm import LLMOptions
+from pudding.core.models.loading import BaseModel, base_num_blocks, load_base
+from pudding.core.options import as_int_list, as_str_list, check_positive
+from pudding.core.scoring import Scorer
+from pudding.core.store import KeyedStore, digest
+from pudding.core.tasks import Item, TaskDataError, TaskOptions, router_items
 from pudding.search.greedy import FastEvaluator, NaiveEvaluator, SearchResult, StepInfo, check_barriers, greedy_search
 from pudding.search.objectives import (
     CORPUS_TASK,
@@ -46,14 +45,13 @@ from pudding.search.objectives import (
     sample_indices,
     text_requests,
 )
-from pudding.tasks import Item, TaskDataError, router_items
 
 SEARCH_VERSION = 2
 """Bumped when a change to the search would change results, so stale run files are not reused."""
 
 
 @dataclass
-class SearchOptions(OutputOptions, ScoringOptions, DeviceOptions, TaskOptions, ModelOptions):
+class SearchOptions(OutputOptions, TaskOptions, LLMOptions):
     """Search candidate omission sets: one greedy block-removal run per task × loss, merged into one file.
 
     Everything a candidate search is configured by: the ``pudding candidates`` options, checked on construction.
@@ -234,7 +232,7 @@ def run_key(opts: SearchOptions, spec: RunSpec, num_blocks: int, dtype: str) -> 
         "keep_last": opts.keep_last,
         "requests": spec.rset.digest(),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(payload)[:16]
 
 
 def run_path(opts: SearchOptions, spec: RunSpec, key: str) -> Path:
@@ -243,14 +241,16 @@ def run_path(opts: SearchOptions, spec: RunSpec, key: str) -> Path:
 
 def load_run(path: Path, key: str) -> RunRecord | None:
     """A finished run from ``path`` if it is there, readable and made with ``key``; else None (recompute)."""
-    if not path.is_file():
-        return None
+    raw = KeyedStore(path.parent).read(path.name, key)
     try:
-        raw = json.loads(path.read_text())
-        record = RunRecord(**raw)
-    except (OSError, ValueError, TypeError):
+        return None if raw is None else RunRecord(**raw)
+    except TypeError:  # a record of another shape: search again
         return None
-    return record if record.key == key else None
+
+
+def save_run(path: Path, record: RunRecord) -> None:
+    """Keep a (partial) run at ``path``, atomically, under its key."""
+    KeyedStore(path.parent).write(path.name, record.key, asdict(record))
 
 
 def to_record(spec: RunSpec, result: SearchResult, key: str) -> RunRecord:
@@ -273,10 +273,6 @@ def from_record(record: RunRecord) -> SearchResult:
         dense_loss=record.dense_loss,
         trial_losses=tuple({int(b): v for b, v in losses.items()} for losses in record.trial_losses),
     )
-
-
-def print_line(text: str) -> None:
-    print(text, flush=True)
 
 
 def run_search(
@@ -345,7 +341,7 @@ def run_search(
         def on_step(
             info: StepInfo, so_far: SearchResult, tag: str = tag, spec: RunSpec = spec, key: str = key, at=partial_path
         ) -> None:
-            atomic_write_json(at, asdict(to_record(spec, so_far, key)))  # resume point, should we be stopped
+            save_run(at, to_record(spec, so_far, key))  # resume point, should we be stopped
             log(
                 f"{tag} step {info.step}/{opts.max_depth}: removed block {info.removed}, loss {info.loss:.5f} "
                 f"({info.trials} trials, {info.cached} cached, {info.seconds:.1f}s; "
@@ -369,7 +365,7 @@ def run_search(
             seconds = time.perf_counter() - run_started
             stats.append({"run": spec.name, "seconds": seconds, "cpu_seconds": time.process_time() - cpu, **counts})
         record = to_record(spec, result, key)
-        atomic_write_json(path, asdict(record))
+        save_run(path, record)
         partial_path.unlink(missing_ok=True)
         log(f"{tag} done: omit {record.omit} (dense loss {result.dense_loss:.5f}); saved {path}")
         records.append(record)

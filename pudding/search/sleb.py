@@ -12,18 +12,16 @@ gives the baseline at every depth (:func:`sleb_sets`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from pudding.io import atomic_write_json
-from pudding.scoring import Scorer
+from pudding.core.io import print_line
+from pudding.core.scoring import Scorer
+from pudding.core.store import KeyedStore, digest
+from pudding.core.tasks import DataOptions, router_items
 from pudding.search.greedy import FastEvaluator, SearchResult, greedy_search
 from pudding.search.objectives import corpus_texts, get_loss, gold_texts, sample_indices, text_requests
-from pudding.search.runs import print_line
-from pudding.tasks import DataOptions, router_items
 
 SLEB_VERSION = 1
 
@@ -73,11 +71,11 @@ def sleb_search(
         "batch_tokens": scorer.batch_tokens,
         "requests": rset.digest(),
     }
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"sleb-{key}.json" if cache_dir is not None else None
+    key = digest(payload)[:16]
+    store, name = (KeyedStore(cache_dir) if cache_dir is not None else None), f"sleb-{key}.json"
+    saved = store.read(name, key) if store is not None else None
     resume = None
-    if path is not None and path.is_file():
-        saved = json.loads(path.read_text())
+    if saved is not None:
         result = SearchResult(
             omit=tuple(saved["omit"]),
             step_losses=tuple(saved["step_losses"]),
@@ -85,16 +83,16 @@ def sleb_search(
             trial_losses=tuple({int(b): v for b, v in t.items()} for t in saved["trial_losses"]),
         )
         if len(result.omit) == num_omit:
-            log(f"SLEB set found earlier: omit {list(result.omit)} ({path})")
+            log(f"SLEB set found earlier: omit {list(result.omit)} ({store.path(name)})")
             return result
         resume = result
-        log(f"SLEB search resuming after step {len(result.omit)} ({path})")
+        log(f"SLEB search resuming after step {len(result.omit)} ({store.path(name)})")
 
     def save(_info, so_far: SearchResult) -> None:
-        if path is not None:
-            record = asdict(so_far) | {"key": key, "config": payload}
+        if store is not None:
+            record = asdict(so_far) | {"config": payload}
             record["trial_losses"] = [{str(b): v for b, v in t.items()} for t in so_far.trial_losses]
-            atomic_write_json(path, record)
+            store.write(name, key, record)
         log(f"SLEB step {len(so_far.omit)}/{num_omit}: omit {list(so_far.omit)}, loss {so_far.step_losses[-1]:.4f}")
 
     evaluator = FastEvaluator(scorer, rset)

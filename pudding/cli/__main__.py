@@ -1,0 +1,5 @@
+"""``python -m pudding.cli <command>``: the same as ``pudding <command>``."""
+
+from pudding.cli import main
+
+main()
