@@ -37,6 +37,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the test helpers (tests/support) serve the benchmarks too
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "eval_vs_lmeval.json"
 
 

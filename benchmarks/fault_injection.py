@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the test helpers (tests/support) serve the benchmarks too
 DATA = REPO.parent / "shared" / "data"
 JOBS = ("candidates", "dataset", "train")
 

@@ -70,21 +70,15 @@ def test_eval_from_yaml_config_with_override(tmp_path, tiny_dir, piqa_dir):
     assert report["config"]["dtype_reason"]  # why auto chose it on this machine
 
 
+def write_candidates(path: Path, tiny_dir: Path) -> Path:
+    """Two 2-block candidates of the tiny model (the second's blocks out of order, as a search records them)."""
+    cands = [{"omit": [1, 2], "task": "piqa", "loss": "likelihood"}, {"omit": [4, 3], "task": "piqa", "loss": "margin"}]
+    path.write_text(yaml.safe_dump({"base_model": str(tiny_dir), "num_blocks": 6, "num_omit": 2, "candidates": cands}))
+    return path
+
+
 def test_eval_candidates_table(tmp_path, tiny_dir, piqa_dir, capsys):
-    cand = tmp_path / "cands.yaml"
-    cand.write_text(
-        yaml.safe_dump(
-            {
-                "base_model": str(tiny_dir),
-                "num_blocks": 6,
-                "num_omit": 2,
-                "candidates": [
-                    {"omit": [1, 2], "task": "piqa", "loss": "likelihood"},
-                    {"omit": [4, 3], "task": "piqa", "loss": "margin"},
-                ],
-            }
-        )
-    )
+    cand = write_candidates(tmp_path / "cands.yaml", tiny_dir)
     report = _eval(tmp_path, tiny_dir, piqa_dir, "--tasks", "piqa", "--candidates", str(cand))
     assert list(report["results"]) == ["dense", "piqa/likelihood", "piqa/margin"]
     assert set(report) == {"results", "average", "omission_sets", "blocks_kept", "kinds", "config", "seconds"}
@@ -95,20 +89,7 @@ def test_eval_candidates_table(tmp_path, tiny_dir, piqa_dir, capsys):
 
 
 def test_eval_omit_and_candidates_are_rows_of_one_table(tmp_path, tiny_dir, piqa_dir):
-    cand = tmp_path / "cands.yaml"
-    cand.write_text(
-        yaml.safe_dump(
-            {
-                "base_model": str(tiny_dir),
-                "num_blocks": 6,
-                "num_omit": 2,
-                "candidates": [
-                    {"omit": [1, 2], "task": "piqa", "loss": "likelihood"},
-                    {"omit": [4, 3], "task": "piqa", "loss": "margin"},
-                ],
-            }
-        )
-    )
+    cand = write_candidates(tmp_path / "cands.yaml", tiny_dir)
     both = _eval(tmp_path, tiny_dir, piqa_dir, "--tasks", "piqa", "--candidates", str(cand), "--omit", "1,2")
     alone = _eval(tmp_path, tiny_dir, piqa_dir, "--tasks", "piqa", "--candidates", str(cand))
     assert list(both["results"]) == ["omit", "dense", "piqa/likelihood", "piqa/margin"]

@@ -31,7 +31,6 @@ class BenchOptions(OutputOptions, LLMOptions):
 
     Args:
         base: Base model; None: the one the bundle was trained for.
-        dtype: auto (the fast one here), float32, bfloat16 or float16.
         output: JSON report, written atomically.
         overwrite: Replace existing ``output`` / ``plot`` files (without it they are an error, found up front).
         bundle: Router bundle folder (written at the end of ``pudding-train fit``).

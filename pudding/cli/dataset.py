@@ -65,14 +65,12 @@ class DatasetOptions(OutputOptions, TaskOptions, LLMOptions):
     Args:
         base: Base model (``default``, hub id, local folder or ``.gguf``); null takes the candidate file's
             ``base_model``.
-        dtype: Model dtype: auto (the fast one here: bfloat16 on CUDA and on CPUs with AMX, else float32; the
-            choice and its reason are printed and recorded in the metadata), float32, bfloat16 or float16. Use
-            this, not ``trainer.precision``.
+        dtype: As for every command (auto, float32, bfloat16 or float16; recorded in the metadata and part of the
+            build key). Use this, not ``trainer.precision``.
         tasks: Tasks whose router items are scored, a YAML list or comma-separated: arc_easy, arc_challenge, boolq,
             hellaswag, piqa, winogrande.
         router_fraction: For tasks with no train split at hand, the share of the validation split used as router
             data (and excluded from evaluation, which says so).
-        batch_tokens: Upper bound on rows × padded length per forward pass (memory knob).
         output: Folder the dataset is saved to (with ``pudding_meta.json`` inside).
         overwrite: Replace an existing output that was built from other settings (an up-to-date one is kept).
         candidates: Candidate file written by ``pudding candidates``; its sha256 is recorded in the dataset so

