@@ -174,8 +174,9 @@ def test_eval_bundle_table_routed_row_equals_direct_scoring(routed, shared_data,
         log=lambda _: None,
     )
     rows = {kind: {"results": report["results"][name]} for name, kind in report["kinds"].items()}
-    assert list(report["kinds"].values())[-4:] == ["sleb", "random", "oracle", "routed"]
-    assert set(report) >= {"results", "average", "omission_sets", "config", "seconds"}  # pudding eval's shape
+    assert list(report["kinds"].values())[-5:] == ["sleb", "random", "random_in_task", "oracle", "routed"]
+    assert set(report) >= {"results", "average", "omission_sets", "config", "seconds"}  # every table's shape
+    assert set(report["intervals"]) == set(report["kinds"]) - {"PuDDing (router)"}  # PuDDing minus every other row
     for task in ("piqa", "arc_easy"):
         items = eval_items(task, options)[0][:6]
         assert rows["routed"]["results"][task]["acc"] == pytest.approx(routed_accuracy(routed, items))

@@ -128,6 +128,25 @@ def test_last_checkpoint_follows_every_epoch_even_without_improvement(setup, tmp
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch=00.ckpt", "last.ckpt"]
 
 
+def test_tensorboard_has_the_hyper_parameters_against_val_regret_and_no_placeholder(setup, tmp_path, monkeypatch):
+    """The HPARAMS tab: the fit's settings against its best validation regret (not Lightning's hp_metric = -1)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *cli_args(setup, "--trainer.max_epochs", "2", "--bundle", "null")])
+    (run,) = (tmp_path / "checkpoints" / "router" / "tensorboard").glob("version_*")
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert "hp_metric" not in scalars and {"hp/val_regret", "hp/epoch"} <= set(scalars)
+    best = min(e.value for e in events.Scalars("val/regret"))
+    assert events.Scalars("hp/val_regret")[-1].value == pytest.approx(best)
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert {"lr", "loss", "encoder", "pooling"} <= set(start.hparams)
+
+
 def test_overrides_reach_the_config_and_the_module(setup, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["fit", *cli_args(setup, "--model.lr", "3e-5", "--trainer.max_epochs", "2", "--print_config")])

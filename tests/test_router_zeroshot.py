@@ -145,11 +145,13 @@ def callback(setup: dict, **kwargs) -> ZeroShotEvalCallback:
     return ZeroShotEvalCallback(**(options | kwargs))
 
 
-def fit(setup: dict, cb: ZeroShotEvalCallback, max_epochs: int = 2, meta: dict | None = None, **module) -> Trainer:
+def fit(
+    setup: dict, cb: ZeroShotEvalCallback, max_epochs: int = 2, meta: dict | None = None, logger=False, **module
+) -> Trainer:
     trainer = Trainer(
         accelerator="cpu",
         devices=1,
-        logger=False,
+        logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -346,3 +348,24 @@ def _fresh_task_cache():
     clear_cache()
     yield
     clear_cache()
+
+
+def test_tensorboard_draws_each_task_s_routed_accuracy_over_its_references(setup, first_run, tmp_path):
+    """One custom-scalars chart per task (and the average): the routed line and the four reference lines together."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.util import tensor_util
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb", default_hp_metric=False)
+    fit(setup, callback(setup), max_epochs=1, logger=logger)
+    logger.experiment.flush()
+    events = EventAccumulator(logger.log_dir)
+    events.Reload()
+    (written,) = events.Tensors("custom_scalars__config__")
+    (category,) = layout_pb2.Layout.FromString(tensor_util.make_ndarray(written.tensor_proto).item()).category
+    charts = {chart.title: list(chart.multiline.tag) for chart in category.chart}
+    assert set(charts) == {"average", *TASKS}
+    assert charts["boolq"] == ["zeroshot/boolq", *(f"zeroshot_ref/{r}/boolq" for r in zeroshot.REFERENCES)]
+    logged = set(events.Tags()["scalars"])
+    assert all(tag in logged for tags in charts.values() for tag in tags)  # every line of every chart has data

@@ -46,7 +46,8 @@ TRAINER_DEFAULTS = {
     "use_distributed_sampler": False,  # the length-grouped sampler splits batches across ranks itself
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "checkpoints/router", "name": "tensorboard"},
+        # no placeholder hp_metric: RouterModule logs its hyper-parameters against val/regret and zero-shot accuracy
+        "init_args": {"save_dir": "checkpoints/router", "name": "tensorboard", "default_hp_metric": False},
     },
     "callbacks": [
         {

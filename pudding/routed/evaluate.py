@@ -3,10 +3,11 @@
 The LLM work is one :func:`pudding.core.outcomes.compute_outcomes` pass per task over the dense model, every candidate
 and the SLEB set (block prefixes shared; shards on disk, so a killed run continues where it stopped); the SLEB set
 itself comes from the same greedy search on perplexity (:mod:`pudding.search.sleb`). The router then routes each
-item's prompt once, and every row of the table is a lookup (:mod:`pudding.core.results`).
+item's prompt once, and every row of the table is a lookup (:mod:`pudding.core.results`), with PuDDing minus every
+other row and its paired bootstrap interval (:data:`BOOTSTRAP`).
 
 Under a compute budget (``budget``, :mod:`pudding.router.budget`) the router's predictions per item are computed
-once and :meth:`~pudding.router.module.RouterModule.choose` turns them into choices; routing the same predictions
+once and :meth:`~pudding.router.model.Router.choose` turns them into choices; routing the same predictions
 under another budget (``router.set_budget(b)`` then ``router.choose(preds)``) is a lookup as well, which is all the
 budget sweep (:mod:`pudding.routed.sweep`) needs; :func:`prepare_bundle` is the shared, once-only work, and
 :class:`BundleSettings` the settings both share. When the
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pudding.core.candidates import CandidateSet
@@ -38,6 +40,7 @@ from pudding.core.results import (
     build_rows,
     depth_histogram,
     depth_lines,
+    paired_intervals,
     routing_histogram,
     rows_report,
     text_table,
@@ -47,7 +50,8 @@ from pudding.core.scoring import Scorer
 from pudding.core.tasks import DataOptions, TaskDataError, eval_items
 from pudding.router.budget import lambda_text
 from pudding.router.bundle import check_bundle, check_bundle_files
-from pudding.router.static import best_static_by_depth
+from pudding.router.static import best_static_by_depth, best_static_by_task
+from pudding.routerdata.dataset import RouterDataError, load_router_dataset
 from pudding.search.sleb import sleb_search, sleb_sets, sleb_texts
 
 
@@ -60,6 +64,11 @@ def check_split(meta: dict, options: DataOptions) -> None:
                 f"option {key}: the router was trained on data built with {key}={trained}, not {getattr(options, key)}"
                 "; evaluating with another split would test on training items"
             )
+
+
+BOOTSTRAP = {"resamples": 10_000, "seed": 0, "level": 0.95}
+"""The intervals of a bundle's table: PuDDing minus every other row, paired and stratified by task
+(:func:`pudding.core.results.paired_intervals`)."""
 
 
 @dataclass
@@ -122,6 +131,31 @@ class BundleRun:
             )
         k = len(self.cset)
         return best_static_by_depth(calibration.scores[:, :k].numpy(), self.sets), "router validation rows"
+
+    def task_pick(self) -> tuple[dict[str, int], str] | None:
+        """Per task, the candidate (index) with the best mean score on that task's router data, and where it was
+        read: the bundle's ``best_static_by_task``, else the router datasets its metadata names (when they are at
+        hand and were built from the same candidate file); None when neither is (the row is then left out)."""
+        recorded = getattr(self.router, "best_static_by_task", None) or {}
+        if set(recorded) >= set(self.tasks):
+            return {t: int(recorded[t]) for t in self.tasks}, "the bundle (every router-data row of the task)"
+        meta = json.loads((Path(self.bundle) / "dataset_meta.json").read_text())
+        scores, tasks = [], []
+        for path in meta.get("datasets") or []:
+            try:
+                dataset, found = load_router_dataset(path)
+            except RouterDataError:
+                return None
+            if found.get("candidates_sha256") != meta.get("candidates_sha256"):
+                return None
+            scores.append(np.asarray(dataset["scores"], dtype=np.float64))
+            tasks += list(dataset["task"])
+        if not scores:
+            return None
+        picks = best_static_by_task(np.concatenate(scores), tasks)
+        if not set(picks) >= set(self.tasks):
+            return None
+        return {t: picks[t] for t in self.tasks}, f"the router data ({', '.join(meta['datasets'])})"
 
 
 @dataclass
@@ -318,11 +352,16 @@ def evaluate_bundle(
     routed_name = "PuDDing (router)" if router.budget is None else f"PuDDing (router, budget {router.budget:g})"
     best_static: int | dict[int, int] = int(run.config["best_static"])
     sleb_rows: tuple[int, ...] | dict[int, tuple[int, ...]] | None = run.sleb.get(cset.num_omit) if sleb else None
-    config_extra = {}
+    config_extra: dict[str, Any] = {}
+    task_pick = None
     if cset.multi_depth:
         best_static, source = run.best_static_by_depth()
         sleb_rows = run.sleb if sleb else None
         config_extra["best_static_picked_on"] = source
+    elif (found := run.task_pick()) is not None:
+        task_pick, config_extra["task_pick_picked_on"] = found
+    else:
+        log("task-level pick: the bundle records none and its router data is not at hand; that row is left out")
     rows = build_rows(
         run.outcomes,
         run.names,
@@ -333,11 +372,15 @@ def evaluate_bundle(
         sleb=sleb_rows,
         choice_sets=run.choice_sets,
         routed_name=routed_name,
+        task_pick=task_pick,
     )
+    intervals = paired_intervals(rows[-1], rows, list(tasks), **BOOTSTRAP)
+    config_extra["bootstrap"] = {**BOOTSTRAP, "reference": rows[-1].name, "metric": "acc", "paired": "within task"}
     histogram = routing_histogram(choices, len(run.choice_sets))
     config = run_config(run, options, settings, **config_extra)
     report = {
         **rows_report(rows),
+        "intervals": intervals,
         "routing_histogram": histogram,
         "candidate_names": run.choice_names,
         "config": config,
@@ -348,8 +391,8 @@ def evaluate_bundle(
         report["routing_depths"] = depth_histogram(choices, kept)
         report["config"] |= {"budget": router.budget, "budget_lambda": lambda_text(router.route_lambda)}
     out = Path(output)
-    write_results(out, rows, list(tasks), report, histogram=histogram, names=run.choice_names)
-    log(text_table(rows, list(tasks)))
+    write_results(out, rows, list(tasks), report, histogram=histogram, names=run.choice_names, intervals=intervals)
+    log(text_table(rows, list(tasks), intervals))
     if run.depths_differ:
         log(depth_lines(report["routing_depths"]))
     log(f"wrote {out.with_suffix('.json')}, .md, .csv and .png ({report['seconds']:.0f} s)")

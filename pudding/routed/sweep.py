@@ -52,7 +52,7 @@ from pudding.core.errors import OptionError
 from pudding.core.io import atomic_write_json, atomic_write_text, print_line
 from pudding.core.outcomes import Outcomes
 from pudding.core.plots import pyplot, save_figure
-from pudding.core.results import depth_counts, routed_results, spread_results, static_row
+from pudding.core.results import depth_counts, routed_row, spread_rows, static_row
 from pudding.core.tasks import DataOptions, get_task
 from pudding.routed.evaluate import BundleRun, BundleSettings, prepare_bundle, run_config
 from pudding.router.budget import lambda_text
@@ -287,7 +287,8 @@ def curve_points(
     for depth in depths:
         columns = [i for i, s in enumerate(sets) if len(s) == depth]
         choices = {task: restricted_argmax(p, columns).tolist() for task, p in preds.items()}
-        results, mean = routed_results(outcomes, sets, choices, num_blocks)
+        row = routed_row("", outcomes, sets, choices, num_blocks)
+        results, mean = row.results, row.blocks_kept
         label = f"router @{depth} (argmax over {len(columns)} candidates)"
         points.append(
             Point(
@@ -300,7 +301,8 @@ def curve_points(
         for budget in budgets:
             lam = router.set_budget(budget)
             choices = {task: router.choose(p).tolist() for task, p in preds.items()}
-            results, mean = routed_results(outcomes, sets, choices, num_blocks)
+            row = routed_row("", outcomes, sets, choices, num_blocks)
+            results, mean = row.results, row.blocks_kept
             point = Point("budget_router", f"router, budget {budget:.4g}", mean, results, budget=budget)
             point.lam = lambda_text(lam)
             point.calibration_kept = calibration.solve(budget)[1] if calibration is not None else None
@@ -310,8 +312,8 @@ def curve_points(
     finally:
         router.set_budget(saved)
     for depth in depths:
-        _, oracle = spread_results(outcomes, [s for s in sets if len(s) == depth])
-        points.append(Point("oracle", f"oracle @{depth}", float(num_blocks - depth), oracle, depth=depth))
+        _, oracle = spread_rows(outcomes, [s for s in sets if len(s) == depth], num_blocks)
+        points.append(Point("oracle", f"oracle @{depth}", float(num_blocks - depth), oracle.results, depth=depth))
     return points
 
 

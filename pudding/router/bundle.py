@@ -189,6 +189,7 @@ def export_bundle(
                 "calibration": calibration.summary() if calibration is not None else None,
                 "best_static": router.best_static,
                 "best_static_by_depth": {str(d): i for d, i in sorted(router.best_static_by_depth.items())} or None,
+                "best_static_by_task": dict(router.best_static_by_task) or None,
                 "base_model": cset.base_model,
                 "num_blocks": cset.num_blocks,
                 "candidates_sha256": meta.get("candidates_sha256"),
@@ -308,6 +309,7 @@ def load_bundle(folder: str | Path, base_num_blocks: int | None = None, lm=None,
     choices = Choices.listed(config["candidate_names"], config["omission_sets"], cset.num_blocks, dense)
     router.configure(choices, config["best_static"], data_meta)
     router.best_static_by_depth = {int(d): int(i) for d, i in (config.get("best_static_by_depth") or {}).items()}
+    router.best_static_by_task = {t: int(i) for t, i in (config.get("best_static_by_task") or {}).items()}
     missing, unexpected = router.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BundleError(

@@ -94,6 +94,7 @@ class Router(nn.Module):
         self.choices: Choices | None = None
         self.best_static: int = 0
         self.best_static_by_depth: dict[int, int] = {}
+        self.best_static_by_task: dict[str, int] = {}
         self.data_meta: dict = {}
         self.calibration: Calibration | None = None
         self.budget: float | None = None

@@ -22,7 +22,7 @@ from pudding.core.candidates import Choices
 from pudding.core.errors import OptionError
 from pudding.router.metrics import SCALARS, make_metrics, reference_regrets
 from pudding.router.model import Router
-from pudding.router.static import best_static_by_depth, best_static_index
+from pudding.router.static import best_static_by_depth, best_static_by_task, best_static_index
 from pudding.router.text import RouterModelError
 
 LOSSES = ("mse", "huber", "listnet")
@@ -90,6 +90,8 @@ class RouterModule(LightningModule):
         self.tasks: list[str] = []
         self.references: dict[str, float] = {}
         self.metrics: torch.nn.ModuleDict | None = None
+        self.val_regret: dict[int, float] = {}
+        """Validation regret of each epoch (what the best checkpoint is picked on), for the HPARAMS tab."""
 
     # ------------------------------------------------------------------------------------- shape from data
     def configure_choices(
@@ -115,7 +117,10 @@ class RouterModule(LightningModule):
             return
         datamodule.setup(stage)
         k = datamodule.num_candidates
-        by_depth = router.best_static_by_depth
+        by_depth, by_task = router.best_static_by_depth, router.best_static_by_task
+        rows = [*datamodule.train_set, *datamodule.val_set]
+        if rows:  # the task-level pick: on every router-data row (router data, never an evaluation item)
+            by_task = best_static_by_task(np.stack([e["scores"][:k] for e in rows]), [e["task"] for e in rows])
         if datamodule.train_set:
             # the best static *candidate*: the dense column, when there is one, is never it
             train = np.stack([e["scores"][:k] for e in datamodule.train_set])
@@ -126,7 +131,7 @@ class RouterModule(LightningModule):
         fresh = router.head is None
         tasks = {e["task"] for e in datamodule.train_set} | {e["task"] for e in datamodule.val_set}
         self.configure_choices(datamodule.choices, best, datamodule.meta, tasks)
-        router.best_static_by_depth = dict(by_depth)
+        router.best_static_by_depth, router.best_static_by_task = dict(by_depth), dict(by_task)
         if fresh and datamodule.train_set:
             router.start_head_at(np.stack([e["targets"] for e in datamodule.train_set]).mean(axis=0))
         self.references = {}
@@ -207,6 +212,8 @@ class RouterModule(LightningModule):
             if self.router.depths_differ and self.router.num_blocks:
                 self._log_depths(prefix, group["choice"].compute(), f"{split}_kept/" if key == _group(split) else None)
             if key == _group(split):
+                if split == "val":
+                    self.val_regret[self.current_epoch] = float(group["regret"].compute())
                 counts = group["choice"].compute()
                 fractions = counts.double() / counts.sum().clamp(min=1)
                 for i, value in enumerate(fractions.tolist()):
@@ -255,6 +262,27 @@ class RouterModule(LightningModule):
         a checkpoint draws exactly what the uninterrupted run drew (Lightning checkpoints keep no RNG state)."""
         torch.manual_seed((getattr(self, "_run_seed", 0) + 1_000_003 * (self.global_step + 1)) % 2**63)
 
+    def on_fit_end(self) -> None:
+        """The run's hyper-parameters against what it is judged on, for TensorBoard's HPARAMS tab: the best validation
+        regret (the epoch the bundle is exported from) and, where the zero-shot callback ran, the routed zero-shot
+        average of that epoch."""
+        if not self.val_regret:
+            return
+        epoch = min(self.val_regret, key=self.val_regret.get)
+        metrics = {"hp/val_regret": self.val_regret[epoch], "hp/epoch": float(epoch)}
+        for callback in self.trainer.callbacks:
+            for entry in getattr(callback, "history", []):
+                if entry.get("epoch") == epoch and "zeroshot/average" in entry:
+                    metrics["hp/zeroshot_average"] = entry["zeroshot/average"]
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        params = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in self.hparams.items()}
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(params, metrics)  # the HPARAMS tab: these values against the run's settings
+            else:
+                logger.log_metrics(metrics, step=self.global_step)
+
     def on_train_start(self) -> None:
         """Log the reference regrets once (best static candidate, random choice): the lines a router must beat."""
         if self.references:
@@ -294,6 +322,7 @@ class RouterModule(LightningModule):
             "omission_sets": router.omission_sets,
             "best_static": router.best_static,
             "best_static_by_depth": router.best_static_by_depth,
+            "best_static_by_task": router.best_static_by_task,
             "data_meta": router.data_meta,
             "tasks": self.tasks,
         }
@@ -312,3 +341,4 @@ class RouterModule(LightningModule):
             self.router.best_static_by_depth = {
                 int(d): int(i) for d, i in (saved.get("best_static_by_depth") or {}).items()
             }
+            self.router.best_static_by_task = {t: int(i) for t, i in (saved.get("best_static_by_task") or {}).items()}

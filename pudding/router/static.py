@@ -3,7 +3,8 @@
 It is picked on router-training rows only (never on validation or evaluation labels): the candidate with the highest
 mean raw score (gold per-token log-likelihood) over those rows. Metrics (``gain_vs_static``, the static regret) and
 the zero-shot callback's ``best_static`` line all use this one definition; :func:`best_static_by_depth` applies it
-within each depth of a candidate file of several depths.
+within each depth of a candidate file of several depths, and :func:`best_static_by_task` within each task (the
+task-level pick).
 """
 
 from __future__ import annotations
@@ -39,3 +40,13 @@ def best_static_by_depth(scores: np.ndarray, omission_sets: Sequence[Sequence[in
         columns = [i for i, s in enumerate(omission_sets) if len(s) == depth]
         best[depth] = columns[best_static_index(scores[:, columns])]
     return best
+
+
+def best_static_by_task(scores: np.ndarray, tasks: Sequence[str]) -> dict[str, int]:
+    """Per task, the column with the highest mean over that task's rows (:func:`best_static_index` within each
+    task): the task-level pick, the choice a perfect task classifier over the candidates would make on router data."""
+    scores = np.asarray(scores, dtype=np.float64)
+    tasks = np.asarray(list(tasks))
+    if scores.ndim != 2 or len(tasks) != scores.shape[0]:
+        raise ValueError(f"best_static_by_task: {len(tasks)} task labels for scores of shape {scores.shape}")
+    return {str(task): best_static_index(scores[tasks == task]) for task in dict.fromkeys(tasks.tolist())}

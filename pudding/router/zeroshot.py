@@ -51,7 +51,7 @@ from pudding.core.outcomes import (
     set_key,
 )
 from pudding.core.outcomes_progress import outcomes_saver
-from pudding.core.results import Row, routed_results, spread_results, static_row
+from pudding.core.results import routed_row, spread_rows, static_row
 from pudding.core.scoring import Scorer
 from pudding.core.store import KeyedStore, digest
 from pudding.core.tasks import DataOptions, Item, eval_items, parse_task_list
@@ -75,12 +75,12 @@ def reference_accuracies(
 ) -> dict[str, dict[str, float]]:
     """Per reference (dense, best_static, random, oracle), per task: accuracy on the outcomes' items (a fraction),
     from the rows of the results table (:mod:`pudding.core.results`). ``sets`` are the router's choices."""
-    random, oracle = spread_results(outcomes, sets)
+    random, oracle = spread_rows(outcomes, sets, num_blocks)
     rows = {
         "dense": static_row("dense", "dense", outcomes, (), num_blocks),
         "best_static": static_row("best static", "best_static", outcomes, sets[best_static], num_blocks),
-        "random": Row("random", "random", random),
-        "oracle": Row("oracle", "oracle", oracle),
+        "random": random,
+        "oracle": oracle,
     }
     return {name: {task: row.metric(task, metric) for task in outcomes} for name, row in rows.items()}
 
@@ -93,8 +93,7 @@ def routed_accuracies(
     metric: str = "acc",
 ) -> dict[str, float]:
     """Per task: accuracy when item ``i`` runs with ``sets[choices[task][i]]`` (the table's routed row)."""
-    results, _ = routed_results(outcomes, sets, choices, num_blocks)
-    row = Row("routed", "routed", results)
+    row = routed_row("routed", outcomes, sets, choices, num_blocks)
     return {task: row.metric(task, metric) for task in outcomes}
 
 
@@ -270,8 +269,23 @@ class ZeroShotEvalCallback(Callback):
             self.references[f"zeroshot_ref/{name}"] = task_average(per_task)
             self.references |= {f"zeroshot_ref/{name}/{task}": value for task, value in per_task.items()}
         self.outcomes = outcomes
+        self.chart_layout(trainer)
         shown = ", ".join(f"{name} {100 * self.references[f'zeroshot_ref/{name}']:.2f}" for name in REFERENCES)
         rank_zero_info(f"[zeroshot] {sum(map(len, self.items.values()))} items; references (acc %): {shown}")
+
+    def chart_layout(self, trainer: Trainer) -> dict:
+        """TensorBoard's custom-scalars layout: one chart per task (and one for the average) drawing the routed
+        accuracy over its reference lines, instead of five separate cards. Written to every TensorBoard logger."""
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        charts = {"average": ["Multiline", ["zeroshot/average", *(f"zeroshot_ref/{r}" for r in REFERENCES)]]}
+        for task in self.items:
+            charts[task] = ["Multiline", [f"zeroshot/{task}", *(f"zeroshot_ref/{r}/{task}" for r in REFERENCES)]]
+        layout = {"routed zero-shot accuracy and its references": charts}
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+                logger.experiment.add_custom_scalars(layout)
+        return layout
 
     def plan(self, meta: dict, rows: Sequence[dict], omission_sets: Sequence[Sequence[int]], device: torch.device):
         """Load the items, check them and the sets against the router dataset, and fix the table's key and path.
