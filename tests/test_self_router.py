@@ -73,6 +73,16 @@ def test_features_are_the_first_blocks_output_pooled_and_cached(setup, tiny_llam
     batch = next(iter(again.train_dataloader()))
     assert batch["features"].shape == (8, 64) and batch["targets"].shape == (8, 4)
 
+    # under DDP each rank gets its own share: training rows split between the ranks, validation rows each once
+    seen: dict[str, list[list[str]]] = {"train": [], "val": []}
+    for rank in (0, 1):
+        again._ranks = lambda rank=rank: (2, rank)
+        seen["train"].append([i for b in again.train_dataloader() for i in b["item_id"]])
+        seen["val"].append([i for b in again.val_dataloader() for i in b["item_id"]])
+    train_ids = [r["item_id"] for r in again.train_set]
+    assert not set(seen["train"][0]) & set(seen["train"][1]) and set(sum(seen["train"], [])) == set(train_ids)
+    assert sorted(sum(seen["val"], [])) == sorted(r["item_id"] for r in again.val_set)  # every row once, no repeat
+
 
 def test_pool_rows_mean_and_last_of_each_rows_prefix():
     hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(2, 3, 2)

@@ -172,7 +172,7 @@ class RouterCLI(LightningCLI):
         print(f"pudding-train: router bundle written to {path} (from {source})", file=sys.stderr)
 
 
-def run_cli(args: list[str]) -> RouterCLI:
+def run_cli(args: list[str] | None) -> RouterCLI:
     return RouterCLI(
         RouterModule,
         RouterDataModule,
@@ -263,15 +263,16 @@ def calibration_data(config: str | None, datasets: str | None, config_file: Path
 
 
 def dispatch(args: list[str]) -> RouterCLI | None:
-    """``export`` or a LightningCLI subcommand, with ``sys.argv`` hidden (LightningCLI reads ``args`` only; keep it
-    from warning about ``sys.argv`` too)."""
+    """``export`` or a LightningCLI subcommand. The subcommand reads its arguments from ``sys.argv``, set to exactly
+    ``args`` for the run: under DDP Lightning starts the other ranks by re-running ``sys.argv``, so it must hold the
+    arguments this rank runs with (``--debug``, which only changes how errors print, is left out)."""
     saved_argv = sys.argv
-    sys.argv = sys.argv[:1]
+    sys.argv = [sys.argv[0], *args]
     try:
         if args and args[0] == "export":
             export_main(args[1:])
             return None
-        return run_cli(args)
+        return run_cli(None)
     finally:
         sys.argv = saved_argv
 

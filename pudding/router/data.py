@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from pudding.core.candidates import Choices
 from pudding.core.errors import OptionError
@@ -338,6 +338,16 @@ class RouterDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
         if not self.length_grouped or self.router == "self":  # features have no length to group by
+            replicas, rank = self._ranks()
+            if replicas is not None and replicas > 1:  # each rank its own share of the rows, reshuffled each epoch
+                sampler = DistributedSampler(self.train_set, replicas, rank, shuffle=True, seed=self.seed)
+                return DataLoader(
+                    self.train_set,
+                    batch_size=self.batch_size,
+                    sampler=sampler,
+                    collate_fn=self._collator(),
+                    num_workers=self.num_workers,
+                )
             generator = torch.Generator().manual_seed(self.seed)
             return DataLoader(
                 self.train_set,
@@ -367,13 +377,12 @@ class RouterDataModule(LightningDataModule):
         self._require_setup()
         if not self.val_set:
             return []
-        if self.router == "self":
-            return self.predict_dataloader()
         from pudding.router.sampler import LengthGroupedBatchSampler
 
         replicas, rank = self._ranks()
+        # every row once over all ranks; features have no length, so their batches keep the stored order
         sampler = LengthGroupedBatchSampler(
-            [len(e["input_ids"]) for e in self.val_set],
+            [0 if self.router == "self" else len(e["input_ids"]) for e in self.val_set],
             self.batch_size,
             shuffle=False,
             num_replicas=replicas,

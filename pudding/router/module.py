@@ -159,7 +159,18 @@ class RouterModule(LightningModule):
     def _step(self, batch: dict, split: str) -> torch.Tensor:
         preds = self.router.predict_batch(batch)
         loss = self.loss_fn(preds, batch["targets"])
-        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=len(preds), on_step=split == "train", on_epoch=True)
+        # validation loss averaged over the ranks too (each rank's mean: exact only where they hold equal counts; the
+        # torchmetrics metrics below are sums over every rank's rows, exact under any split)
+        train = split == "train"
+        self.log(
+            f"{split}/loss",
+            loss,
+            prog_bar=True,
+            batch_size=len(preds),
+            on_step=train,
+            on_epoch=True,
+            sync_dist=not train,
+        )
         self._update_metrics(split, preds.detach(), batch)
         return loss
 
@@ -205,7 +216,7 @@ class RouterModule(LightningModule):
             prefixes.update({_group(split, t): f"{split}_by_task/{t}/" for t in self.tasks})
         for key, prefix in prefixes.items():
             group = self.metrics[key]
-            if not group["mse"].update_called:
+            if not self._updated_anywhere(group):
                 continue
             for name in SCALARS:
                 self.log(prefix + name, group[name].compute(), on_epoch=True)
@@ -221,6 +232,13 @@ class RouterModule(LightningModule):
                 self._log_histogram(f"{split}/choice", counts)
             for metric in group.values():
                 metric.reset()
+
+    def _updated_anywhere(self, group: torch.nn.ModuleDict) -> bool:
+        """Whether any rank updated this metric group. Decided together (a sum over ranks, asked of every group in
+        the same order on every rank), because ``compute()`` is a collective: a rank that skipped a group it saw no
+        rows of would call another collective than the rest and hang them."""
+        updated = torch.tensor(float(group["mse"].update_called), device=self.device)
+        return bool(self.trainer.strategy.reduce(updated, reduce_op="sum") > 0)
 
     def _log_depths(self, prefix: str, counts: torch.Tensor, shares: str | None) -> None:
         """Choices of different depths: the mean blocks kept (``<prefix>blocks_kept``) and, under ``shares``, the
