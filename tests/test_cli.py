@@ -51,7 +51,7 @@ def test_eval_writes_json_and_list_syntaxes_agree(tmp_path, tiny_dir, piqa_dir, 
     assert a["blocks_kept"] == {"omit": 4.0} and a["kinds"] == {"omit": "static"}
     assert all((Path(out).with_suffix(s)).is_file() for out in tmp_path.glob("out*.json") for s in (".md", ".csv"))
     res = a["results"]["omit"]["piqa"]
-    assert set(res) == {"acc", "acc_norm", "n"} and 0 < res["n"] < len(PIQA)
+    assert set(res) == {"acc", "acc_norm", "n", "acc_stderr", "acc_norm_stderr"} and 0 < res["n"] < len(PIQA)
     assert a["average"] == {"omit": res["acc"]} and a["omission_sets"] == {"omit": [1, 3]}
     assert a["config"]["omit"] == [1, 3] and a["config"]["base"] == str(tiny_dir) and a["config"]["num_blocks"] == 6
     printed = capsys.readouterr().out

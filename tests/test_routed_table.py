@@ -121,7 +121,7 @@ def test_random_within_task_and_task_level_pick_rows():
     assert named["random_in_task"].results["boolq"]["acc"] == pytest.approx((0.5 * 1 + 0.5 * 1) / 2)
     assert named["random_in_task"].blocks_kept == pytest.approx(8)
     pick = named["task_pick"]
-    assert pick.name == "task-level pick (piqa: b/margin, boolq: a/likelihood)"
+    assert pick.name == "task-level pick (each task's best candidate on router data)"
     assert pick.results["piqa"]["acc"] == pytest.approx(0.5) and pick.results["boolq"]["acc"] == pytest.approx(0.5)
     assert [r.kind for r in rows].index("task_pick") == [r.kind for r in rows].index("best_static") + 1
 

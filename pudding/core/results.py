@@ -173,13 +173,14 @@ def random_in_task_row(
     return row
 
 
-def task_pick_row(
-    outcomes: dict[str, Outcomes], sets: Mapping[str, Sequence[int]], names: Mapping[str, str], num_blocks: int
-) -> Row:
+TASK_PICK = "task-level pick (each task's best candidate on router data)"
+
+
+def task_pick_row(outcomes: dict[str, Outcomes], sets: Mapping[str, Sequence[int]], num_blocks: int) -> Row:
     """Each task with its own static set ``sets[task]`` (picked on router data, never on evaluation items): the
-    reference a task classifier over the candidates reaches."""
-    shown = ", ".join(f"{task}: {names[task]}" for task in outcomes)
-    row = Row(f"task-level pick ({shown})", "task_pick")
+    reference a task classifier over the candidates reaches. Which candidate each task got is the caller's to
+    record."""
+    row = Row(TASK_PICK, "task_pick")
     for task, out in outcomes.items():
         key = set_key(sets[task])
         items = {m: out.correct(key, m) for m in _metrics(task)}
@@ -228,7 +229,7 @@ def build_rows(
         rows.append(static_row(name, "best_static", outcomes, omission_sets[index], num_blocks))
     if task_pick:
         sets = {task: omission_sets[i] for task, i in task_pick.items()}
-        rows.append(task_pick_row(outcomes, sets, {task: names[i] for task, i in task_pick.items()}, num_blocks))
+        rows.append(task_pick_row(outcomes, sets, num_blocks))
     if sleb is not None:
         slebs = dict(sleb) if isinstance(sleb, Mapping) else {None: sleb}
         for depth, omit in sorted(slebs.items(), key=lambda kv: kv[0] or 0):

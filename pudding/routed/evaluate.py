@@ -360,6 +360,7 @@ def evaluate_bundle(
         config_extra["best_static_picked_on"] = source
     elif (found := run.task_pick()) is not None:
         task_pick, config_extra["task_pick_picked_on"] = found
+        config_extra["task_pick"] = {task: run.names[i] for task, i in task_pick.items()}
     else:
         log("task-level pick: the bundle records none and its router data is not at hand; that row is left out")
     rows = build_rows(

@@ -340,22 +340,17 @@ class RouterDataModule(LightningDataModule):
         if not self.length_grouped or self.router == "self":  # features have no length to group by
             replicas, rank = self._ranks()
             if replicas is not None and replicas > 1:  # each rank its own share of the rows, reshuffled each epoch
-                sampler = DistributedSampler(self.train_set, replicas, rank, shuffle=True, seed=self.seed)
-                return DataLoader(
-                    self.train_set,
-                    batch_size=self.batch_size,
-                    sampler=sampler,
-                    collate_fn=self._collator(),
-                    num_workers=self.num_workers,
-                )
-            generator = torch.Generator().manual_seed(self.seed)
+                order: dict = {
+                    "sampler": DistributedSampler(self.train_set, replicas, rank, shuffle=True, seed=self.seed)
+                }
+            else:
+                order = {"shuffle": True, "generator": torch.Generator().manual_seed(self.seed)}
             return DataLoader(
                 self.train_set,
                 batch_size=self.batch_size,
-                shuffle=True,
-                generator=generator,
                 collate_fn=self._collator(),
                 num_workers=self.num_workers,
+                **order,
             )
         from pudding.router.sampler import LengthGroupedBatchSampler
 
