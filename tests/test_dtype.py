@@ -79,3 +79,25 @@ def test_outputs_record_the_dtype(tiny_llama, tokenizer, tmp_path):
     }
     plain = BaseModel(model=tiny_llama, tokenizer=tokenizer, name="tiny")
     assert dtype_record(plain)["dtype"] == "float32"
+
+
+@pytest.mark.parametrize(
+    ("native", "capability", "expected", "why"),
+    [
+        (True, (9, 0), torch.bfloat16, "native bfloat16"),
+        (False, (7, 5), torch.float32, "no native bfloat16"),  # a T4: bfloat16 only by (slow) emulation
+    ],
+)
+def test_auto_on_cuda_takes_bfloat16_only_where_the_gpu_has_it(monkeypatch, native, capability, expected, why):
+    asked = []
+
+    def supported(including_emulation: bool = True) -> bool:
+        asked.append(including_emulation)
+        return native or including_emulation  # emulation alone would say yes on every GPU
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
+    choice = choose_dtype("auto", "cuda", announce=False)
+    assert choice.dtype == expected and why in choice.reason and f"{capability[0]}.{capability[1]}" in choice.reason
+    assert asked == [False]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import module_with_data, routed_accuracy, tiny_dataset, tiny_encoder
 
+from pudding.core.errors import OptionError
 from pudding.core.models.omission import kept_blocks
 from pudding.core.scoring import Scorer
 from pudding.routed.model import PuddingModel, group_by_choice
@@ -119,6 +120,10 @@ def test_lm_eval_model_answers_lm_evals_own_instances(routed, monkeypatch):
 
     assert registry.get_model("pudding") is PuddingLM and registry.get_model("hf").__name__ == "HFLM"
     monkeypatch.setattr(PuddingModel, "from_pretrained", classmethod(lambda cls, *a, **k: routed))
+    monkeypatch.setenv("WORLD_SIZE", "2")  # accelerate launch / torchrun: every process would evaluate everything
+    with pytest.raises(OptionError, match="runs in one process, this launch has WORLD_SIZE=2"):
+        PuddingLM.create_from_arg_string("bundle=unused,dtype=float32")
+    monkeypatch.delenv("WORLD_SIZE")
     lm = PuddingLM.create_from_arg_string("bundle=unused,dtype=float32")
     requests = [
         Instance("loglikelihood", {}, (PROMPTS[i], " yes"), idx=0, metadata=("t", i, 1)) for i in range(len(PROMPTS))

@@ -304,3 +304,14 @@ def test_shipped_configs_parse_and_the_default_one_equals_the_builtin_defaults(c
     for line in ("encoder: bert-base-uncased", "lr: 1.0e-05", "max_epochs: 10", "warmup_steps: 500", "pooling: cls"):
         assert line in paper
     assert "batch_size: 16" in paper and "monitor: val/regret" in paper
+
+
+def test_a_text_router_runs_on_the_llm_s_device(setup, tmp_path):
+    """load_bundle with the base model moves a text router to the model's device (a GPU's, for real users)."""
+    from types import SimpleNamespace
+
+    module, _ = module_with_data(setup)
+    folder = export_bundle(module, tmp_path / "bundle")
+    router, _ = load_bundle(folder, lm=SimpleNamespace(device=torch.device("meta")))
+    assert {p.device.type for p in router.parameters()} == {"meta"}
+    assert {p.device.type for p in load_bundle(folder)[0].parameters()} == {"cpu"}  # no model given: the host

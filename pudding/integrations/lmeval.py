@@ -13,10 +13,12 @@ lm-eval built, answer excluded), so all choices of a multiple-choice question th
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields
 
 from lm_eval.api.model import LM
 
+from pudding.core.errors import OptionError
 from pudding.core.llm import LLMOptions
 from pudding.routed.model import PuddingModel, group_by_choice
 
@@ -28,6 +30,12 @@ class PuddingLM(LM):
 
     def __init__(self, bundle: str, budget: float | str | None = None, **kwargs: object) -> None:
         super().__init__()
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if world > 1:
+            raise OptionError(
+                f"the lm-eval model pudding runs in one process, this launch has WORLD_SIZE={world}: run lm_eval "
+                "without accelerate launch / torchrun (each process would evaluate every request)"
+            )
         llm = {f.name: kwargs[f.name] for f in fields(LLMOptions) if kwargs.get(f.name) is not None}
         if "batch_tokens" in llm:
             llm["batch_tokens"] = int(llm["batch_tokens"])  # model_args arrive as text

@@ -330,6 +330,8 @@ def load_bundle(folder: str | Path, base_num_blocks: int | None = None, lm=None,
         keep_first_of({"omission_sets": config["omission_sets"]}, {"keep_first": described["keep_first"]})
         if lm is not None:
             router.encoder.attach(lm.model, lm.tokenizer)
+    elif lm is not None:
+        router.to(lm.device)  # a text router runs where the LLM runs, not on the host beside a GPU's model
     return router, config
 
 

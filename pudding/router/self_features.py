@@ -196,7 +196,8 @@ class SelfEncoder(nn.Module):
 
     @property
     def features(self) -> SelfFeatures:
-        """The attached feature extractor; loads the recorded base model (on CPU) when none is attached."""
+        """The attached feature extractor; loads the recorded base model (in its recorded dtype, on CUDA where there
+        is one, as every ``device: auto``) when none is attached."""
         if self._features is None:
             if not self.info:
                 raise SelfRouterError("router encoder self: no base model known yet (set up with a router dataset)")
@@ -205,7 +206,7 @@ class SelfEncoder(nn.Module):
             lm = load_base(
                 self.info["base_model"],
                 dtype=self.info.get("dtype", "auto"),
-                device="cpu",
+                device="auto",
                 cache_dir=self.info.get("cache_dir", "checkpoints/base_models"),
             )
             self.attach(lm.model, lm.tokenizer)

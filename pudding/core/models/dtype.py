@@ -100,6 +100,24 @@ def _cpu_choice() -> tuple[str, str]:
     return "float32", f"CPU ({platform.machine()}): bfloat16 measured {speedup:.2f}x the speed of float32"
 
 
+def _cuda_choice(device: torch.device) -> DtypeChoice:
+    """bfloat16 where the GPU runs it natively (compute capability 8.0 and later: Ampere, Hopper, ...). Elsewhere
+    (V100, T4) ``torch.cuda.is_bf16_supported()`` is true by emulation, which is slow, and float16, the fast format
+    there, can overflow in models trained in bfloat16 (most current ones): float32 is the fastest safe choice."""
+    major, minor = torch.cuda.get_device_capability(device)
+    name = torch.cuda.get_device_name(device)
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return DtypeChoice(
+            torch.bfloat16, "auto", f"CUDA GPU {name} (compute capability {major}.{minor}): native bfloat16"
+        )
+    return DtypeChoice(
+        torch.float32,
+        "auto",
+        f"CUDA GPU {name} (compute capability {major}.{minor}) has no native bfloat16, and float16 can overflow in "
+        "models trained in bfloat16: float32",
+    )
+
+
 def cpu_prefers_bf16() -> bool:
     """Whether ``auto`` picks bfloat16 on this machine's CPU."""
     return _cpu_choice()[0] == "bfloat16"
@@ -128,10 +146,7 @@ def choose_dtype(requested: str, device: torch.device | str, announce: bool = Tr
             _say_once(f"dtype bfloat16 was asked for, but float32 would be faster here ({_cpu_choice()[1]})")
         return choice
     if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            choice = DtypeChoice(torch.bfloat16, "auto", "CUDA GPU with bfloat16 support")
-        else:
-            choice = DtypeChoice(torch.float16, "auto", "CUDA GPU without bfloat16 support: float16")
+        choice = _cuda_choice(device)
     elif device.type == "cpu":
         name, reason = _cpu_choice()
         choice = DtypeChoice(getattr(torch, name), "auto", reason)
