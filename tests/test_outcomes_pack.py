@@ -14,6 +14,7 @@ import pytest
 from conftest import interrupted_after, module_with_data, tiny_dataset, tiny_encoder, write_piqa
 
 from pudding.core import outcomes as outcomes_module
+from pudding.core.item_records import read_item_records, read_routed_choices
 from pudding.core.outcomes import compute_outcomes
 from pudding.core.outcomes_progress import (
     COLUMNS,
@@ -268,6 +269,14 @@ def test_eval_bundle_keeps_its_progress_in_the_file(bundle, tmp_path, monkeypatc
     wanted = {",".join(map(str, sorted(s))) for s in first["omission_sets"].values() if s is not None}
     assert info["shards"] == 1 and set(table.column("set_key").to_pylist()) == wanted  # dense, candidates, SLEB
     assert len(wanted) >= 5 and "" in wanted
+    # beside the table, its per-item records reproduce every row's average, and the router's choices carry no label
+    records = read_item_records(tmp_path / "r2.items.parquet")[0].to_pylist()
+    for name, average in first["average"].items():
+        mine = [r for r in records if r["row"] == name]
+        assert sum(r["weight"] * r["correct"] for r in mine) / sum(r["weight"] for r in mine) == pytest.approx(average)
+    choices = read_routed_choices(tmp_path / "r2.choices.parquet")[0]
+    assert choices.column_names == ["row", "task", "item_id", "omit"]
+    assert choices.num_rows == first["results"]["PuDDing (router)"]["piqa"]["n"]
 
     def no_scoring(*args, **kwargs):
         raise AssertionError("an outcome was scored again")

@@ -5,7 +5,8 @@
 
 puts PuDDing (the bundle's router) beside the dense model, every candidate as a static set, the best static
 candidate (picked on router data), SLEB, random and oracle routing, per task, averaged, with blocks kept, and writes
-``output`` (JSON) with ``.md``, ``.csv`` and ``.png`` beside it (:func:`pudding.routed.evaluate.evaluate_bundle`).
+``output`` (JSON) with ``.md``, ``.csv``, ``.png``, ``.items.parquet`` (per-item records) and ``.choices.parquet``
+(the router's choices, no labels) beside it (:func:`pudding.routed.evaluate.evaluate_bundle`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, replace
 from pudding.cli.parse import parse_options
 from pudding.cli.report import run_command
 from pudding.core.io import OutputOptions
+from pudding.core.results import result_suffixes
 from pudding.core.tasks import TaskOptions
 from pudding.routed.evaluate import BundleSettings, check_bundle_inputs
 from pudding.router.budget import parse_budget
@@ -30,7 +32,8 @@ class CompareOptions(OutputOptions, TaskOptions, BundleSettings):
         base: Base model; null: the bundle's. Another model must have the same number of blocks.
         tasks: Tasks to evaluate, a YAML list or comma-separated: arc_easy, arc_challenge, boolq, hellaswag, piqa,
             winogrande.
-        output: The results JSON (``.md``, ``.csv`` and ``.png`` are written beside it); checked before any work.
+        output: The results JSON (``.md``, ``.csv``, ``.png``, the per-item records ``.items.parquet`` and the
+            router's choices ``.choices.parquet`` are written beside it); checked before any work.
         overwrite: Replace existing output files (without it an existing one is an error, found up front).
         budget: Compute budget, the target mean fraction of blocks kept in (0, 1]: each prompt goes to the choice
             with the best predicted score + λ × blocks omitted, λ calibrated on the router's validation rows. Null:
@@ -51,7 +54,7 @@ def compare(opts: CompareOptions) -> dict:
     from pudding.routed.evaluate import evaluate_bundle
 
     check_bundle_files(opts.bundle)
-    out = opts.check_outputs(".json", ".md", ".csv", ".png")[0]
+    out = opts.check_outputs(*result_suffixes(routed=True))[0]
     settings = replace(opts, base=check_bundle_inputs(opts.bundle, opts))
     return evaluate_bundle(
         opts.bundle, list(opts.tasks), opts.data_options, settings, output=out.with_suffix(""), budget=opts.budget

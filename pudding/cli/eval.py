@@ -5,10 +5,11 @@
 
 prints a table and, with ``--output``, writes the results JSON (``results[row][task]`` = {acc, acc_norm, n},
 ``average[row]``, ``omission_sets[row]``, ``blocks_kept[row]``, ``kinds[row]``, ``config``: every option used, the
-dtype and why, ``seconds``) and its ``.md``, ``.csv`` and ``.png`` beside it. Rows: ``omit`` (``--omit``), ``dense``
-and one per candidate (``--candidates``), or ``dense`` alone. Items reserved for router training (tasks with no train
-split at hand) are excluded from evaluation; the command says so. A routed bundle against every baseline is
-``pudding compare``; its accuracy–compute curve ``pudding curve``.
+dtype and why, ``seconds``) and its ``.md``, ``.csv``, ``.png`` and ``.items.parquet`` (per row, task and item: the
+set, the predicted choice, whether it is right; :mod:`pudding.core.item_records`) beside it. Rows: ``omit``
+(``--omit``), ``dense`` and one per candidate (``--candidates``), or ``dense`` alone. Items reserved for router
+training (tasks with no train split at hand) are excluded from evaluation; the command says so. A routed bundle
+against every baseline is ``pudding compare``; its accuracy–compute curve ``pudding curve``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pudding.core.llm import LLMOptions
 from pudding.core.models.loading import BaseModelError
 from pudding.core.options import as_int_list, check_positive
 from pudding.core.outcomes import compute_outcomes
-from pudding.core.results import rows_report, static_row, text_by_task, write_results
+from pudding.core.results import result_suffixes, rows_report, static_row, text_by_task, write_results
 from pudding.core.scoring import Scorer
 from pudding.core.tasks import TaskDataError, TaskOptions, eval_items
 
@@ -45,8 +46,8 @@ class EvalOptions(OutputOptions, TaskOptions, LLMOptions):
             the dense model.
         candidates: A candidate file from ``pudding candidates``: rows for the dense model and every candidate as a
             static omission set (beside ``omit``'s row when both are given).
-        output: Write the results JSON here (and ``.md``, ``.csv``, ``.png`` beside it), atomically; checked before
-            any work starts.
+        output: Write the results JSON here (and ``.md``, ``.csv``, ``.png``, ``.items.parquet`` beside it),
+            atomically; checked before any work starts.
         overwrite: Replace existing output files (without it an existing one is an error, found up front).
         average_metric: Metric averaged over tasks: acc or acc_norm (tasks without acc_norm use acc).
         progress: Show a progress bar while scoring.
@@ -70,7 +71,7 @@ def evaluate(opts: EvalOptions) -> dict:
     started = time.perf_counter()
     # ---- every check that needs more than the options: output, candidate file vs base model, task data
     if opts.output:
-        opts.check_outputs(".json", ".md", ".csv", ".png")
+        opts.check_outputs(*result_suffixes(routed=False))
     cset = load_candidates(opts.candidates) if opts.candidates else None
     base_name, num_blocks = resolve_base(opts.base, cset, opts.candidates, opts.cache_dir)
     sets: dict[str, tuple[int, ...]] = {}
@@ -122,7 +123,7 @@ def evaluate(opts: EvalOptions) -> dict:
     print(f"({seconds:.1f} s)")
     if opts.output:
         paths = write_results(opts.output, rows, list(opts.tasks), report, opts.average_metric)
-        print(f"wrote {paths[0]}, .md, .csv and .png")
+        print(f"wrote {paths[0]}, .md, .csv, .png and .items.parquet")
     return report
 
 

@@ -29,6 +29,14 @@ import numpy as np
 
 from pudding.core.accuracy import average
 from pudding.core.io import atomic_write_json, atomic_write_text
+from pudding.core.item_records import (
+    CHOICES_SUFFIX,
+    ITEMS_SUFFIX,
+    ItemPicks,
+    item_picks,
+    spread_picks,
+    write_item_files,
+)
 from pudding.core.outcomes import Outcomes, set_key
 from pudding.core.plots import pyplot, save_figure
 from pudding.core.tasks import get_task
@@ -37,7 +45,9 @@ from pudding.core.tasks import get_task
 @dataclass
 class Row:
     """One line of the table: per-task metrics (fractions, with their standard errors), blocks kept (mean over items
-    where it varies), and each item's value behind every metric (what the intervals resample)."""
+    where it varies), each item's value behind every metric (what the intervals resample), and per task and metric
+    the records behind those values (which set ran each item, what it picked: the items file,
+    :mod:`pudding.core.item_records`)."""
 
     name: str
     kind: str  # dense | static | best_static | task_pick | sleb | random | random_in_task | oracle | routed
@@ -45,6 +55,7 @@ class Row:
     blocks_kept: float = 0.0
     omit: list[int] | None = None
     items: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
+    picks: dict[str, dict[str, ItemPicks]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def average(self) -> float:
@@ -62,12 +73,21 @@ class Row:
         """Each item's value behind ``metric`` on ``task`` (``acc`` where the task does not report it)."""
         return self.items[task].get(metric, self.items[task]["acc"])
 
-    def add(self, task: str, means: dict[str, float], items: dict[str, np.ndarray]) -> None:
-        """Record ``task``'s metrics (``means``, computed by the caller) with the items behind them, and each
-        metric's standard error as lm-eval computes it (sample standard deviation over the square root of n)."""
+    def add(
+        self,
+        task: str,
+        means: dict[str, float],
+        items: dict[str, np.ndarray],
+        picks: dict[str, ItemPicks] | None = None,
+    ) -> None:
+        """Record ``task``'s metrics (``means``, computed by the caller) with the items behind them (and, given,
+        the records behind those, per metric), and each metric's standard error as lm-eval computes it (sample
+        standard deviation over the square root of n)."""
         n = len(next(iter(items.values())))
         self.results[task] = {**means, "n": n} | {f"{m}_stderr": stderr(v) for m, v in items.items()}
         self.items[task] = {m: np.asarray(v, dtype=np.float64) for m, v in items.items()}
+        if picks is not None:
+            self.picks[task] = picks
 
     def to_dict(self) -> dict:
         return {
@@ -101,8 +121,18 @@ def static_row(name: str, kind: str, outcomes: dict[str, Outcomes], omit: Sequen
     row = Row(name, kind, blocks_kept=float(num_blocks - len(omit)), omit=[int(b) for b in omit])
     for task, out in outcomes.items():
         items = {m: out.correct(key, m) for m in _metrics(task)}
-        row.add(task, {m: float(v.mean()) for m, v in items.items()}, items)
+        row.add(task, {m: float(v.mean()) for m, v in items.items()}, items, _same_set(out, key))
     return row
+
+
+def _same_set(out: Outcomes, key: str) -> dict[str, ItemPicks]:
+    """Every item of ``out`` with the set ``key``, per metric of its task."""
+    return _records(out, np.full(len(out.item_ids), key, dtype=object))
+
+
+def _records(out: Outcomes, sets: np.ndarray) -> dict[str, ItemPicks]:
+    """Item ``i`` of ``out`` with the set ``sets[i]`` (a set key), per metric of its task."""
+    return {m: item_picks(out, m, sets) for m in _metrics(out.task)}
 
 
 def routed_row(
@@ -125,7 +155,8 @@ def routed_row(
         if picks.shape != (n,):
             raise ValueError(f"{task}: {picks.shape[0] if picks.ndim else 0} routing choices for {n} items")
         items = {m: _per_item(out, keys, m)[picks, np.arange(n)] for m in _metrics(task)}
-        row.add(task, {m: float(v.mean()) for m, v in items.items()}, items)
+        chosen = np.asarray(keys, dtype=object)[picks]
+        row.add(task, {m: float(v.mean()) for m, v in items.items()}, items, _records(out, chosen))
         kept_routed.extend(kept[picks].tolist())
     row.blocks_kept = float(np.mean(kept_routed)) if kept_routed else 0.0
     return row
@@ -140,13 +171,19 @@ def spread_rows(
     kept = float(np.mean([num_blocks - len(s) for s in choice_sets]))
     random = Row("random routing (expected)", "random", blocks_kept=kept)
     oracle = Row("oracle routing (upper bound)", "oracle", blocks_kept=kept)
+    uniform = np.full(len(keys), 1.0 / max(len(keys), 1))
     for task, out in outcomes.items():
         tables = {m: _per_item(out, keys, m) for m in _metrics(task)}
         random.add(
-            task, {m: float(v.mean()) for m, v in tables.items()}, {m: v.mean(axis=0) for m, v in tables.items()}
+            task,
+            {m: float(v.mean()) for m, v in tables.items()},
+            {m: v.mean(axis=0) for m, v in tables.items()},
+            {m: spread_picks(out, m, keys, uniform) for m in tables},
         )
         hits = {m: v.any(axis=0) for m, v in tables.items()}
-        oracle.add(task, {m: float(v.mean()) for m, v in hits.items()}, hits)
+        # the oracle's set on an item: the first choice that answers it (the first choice where none does)
+        best = {m: item_picks(out, m, np.asarray(keys, dtype=object)[v.argmax(axis=0)]) for m, v in tables.items()}
+        oracle.add(task, {m: float(v.mean()) for m, v in hits.items()}, hits, best)
     return random, oracle
 
 
@@ -166,7 +203,8 @@ def random_in_task_row(
         picks = np.asarray(choices[task], dtype=int)
         shares = np.bincount(picks, minlength=len(keys)) / max(len(picks), 1)
         items = {m: shares @ _per_item(out, keys, m) for m in _metrics(task)}
-        row.add(task, {m: float(v.mean()) for m, v in items.items()}, items)
+        records = {m: spread_picks(out, m, keys, shares) for m in items}
+        row.add(task, {m: float(v.mean()) for m, v in items.items()}, items, records)
         total_kept += float(shares @ kept) * len(picks)
         total += len(picks)
     row.blocks_kept = total_kept / max(total, 1)
@@ -184,7 +222,7 @@ def task_pick_row(outcomes: dict[str, Outcomes], sets: Mapping[str, Sequence[int
     for task, out in outcomes.items():
         key = set_key(sets[task])
         items = {m: out.correct(key, m) for m in _metrics(task)}
-        row.add(task, {m: float(v.mean()) for m, v in items.items()}, items)
+        row.add(task, {m: float(v.mean()) for m, v in items.items()}, items, _same_set(out, key))
     row.blocks_kept = float(np.mean([num_blocks - len(sets[t]) for t in outcomes]))
     return row
 
@@ -487,11 +525,19 @@ def write_results(
     intervals: Mapping[str, Mapping] | None = None,
 ) -> list[Path]:
     """Write ``report`` (a :func:`rows_report` plus whatever the command adds) as ``<output>.json`` and the rows as
-    ``.md``, ``.csv`` and ``.png`` beside it, each atomically; returns the paths."""
+    ``.md``, ``.csv`` and ``.png`` beside it, with the per-item records (``.items.parquet``, under ``metric``) and,
+    where a row is routed, the router's choices (``.choices.parquet``, no labels: :mod:`pudding.core.item_records`),
+    each atomically; returns the paths."""
     out = Path(output).with_suffix("")
     paths = [out.with_suffix(suffix) for suffix in (".json", ".md", ".csv", ".png")]
     atomic_write_json(paths[0], report)
     atomic_write_text(paths[1], markdown_table(rows, tasks, metric, intervals) + "\n")
     atomic_write_text(paths[2], csv_table(rows, tasks, metric, intervals))
     plot_results(rows, histogram, names, paths[3], metric)
-    return paths
+    return paths + write_item_files(out, rows, tasks, metric)
+
+
+def result_suffixes(routed: bool) -> tuple[str, ...]:
+    """The files :func:`write_results` writes beside each other (``routed``: the table has a routed row), for the
+    commands to check before any work."""
+    return (".json", ".md", ".csv", ".png", ITEMS_SUFFIX, *((CHOICES_SUFFIX,) if routed else ()))

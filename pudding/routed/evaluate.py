@@ -331,7 +331,8 @@ def evaluate_bundle(
     log: Callable[[str], None] = print_line,
     **overrides: Any,
 ) -> dict:
-    """Evaluate a router bundle and every baseline; write ``<output>.{json,md,csv,png}``; return the report.
+    """Evaluate a router bundle and every baseline; write ``<output>.{json,md,csv,png}``, the per-item records
+    ``<output>.items.parquet`` and the router's choices ``<output>.choices.parquet``; return the report.
 
     ``settings`` (:class:`BundleSettings`; None: its defaults) says how the evaluation runs; keyword arguments named
     as its fields override it (``evaluate_bundle(bundle, tasks, options, limit=8, sleb=False)``).
@@ -396,5 +397,6 @@ def evaluate_bundle(
     log(text_table(rows, list(tasks), intervals))
     if run.depths_differ:
         log(depth_lines(report["routing_depths"]))
-    log(f"wrote {out.with_suffix('.json')}, .md, .csv and .png ({report['seconds']:.0f} s)")
+    files = ".md, .csv, .png, .items.parquet and .choices.parquet"
+    log(f"wrote {out.with_suffix('.json')}, {files} ({report['seconds']:.0f} s)")
     return report
