@@ -163,7 +163,7 @@ def test_options_parse_flat_flags_and_flat_yaml_config(tmp_path):
         [3, 4],
         "float32",
     )
-    assert (opts.router_fraction, opts.batch_tokens, opts.device, opts.output) == (0.5, 1024, "auto", None)
+    assert (opts.router_fraction, opts.batch_tokens, opts.device, opts.output) == (0.5, "auto", "auto", None)
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from pudding.core.batch_budget import AUTO, batch_tokens_key, check_batch_tokens
 from pudding.core.errors import OptionError
 from pudding.core.models import DEFAULT_CACHE_DIR
 from pudding.core.models.dtype import DTYPE_NAMES, DtypeChoice, choose_dtype
-from pudding.core.options import OptionGroup, check_positive
+from pudding.core.options import OptionGroup
 
 if TYPE_CHECKING:
     from pudding.core.models.loading import BaseModel
@@ -36,14 +37,16 @@ class LLMOptions(OptionGroup):
             its reason are printed and recorded in every output), float32, bfloat16 or float16.
         device: auto (CUDA when available, else the CPU), cpu, cuda or cuda:N. Under a Lightning trainer (``pudding
             dataset``, the router's zero-shot callback) auto is the trainer's device.
-        batch_tokens: Upper bound on rows × padded length per forward pass (a memory knob).
+        batch_tokens: Upper bound on rows × padded length per forward pass (a memory knob). auto: 1024 on a CPU;
+            on CUDA sized from the GPU's free memory after loading, the model's width, heads and vocabulary
+            (``pudding.core.batch_budget``, docs/loading.md).
         cache_dir: Where de-quantised GGUF weights are cached.
     """
 
     base: str | None = None
     dtype: str = "auto"
     device: str = "auto"
-    batch_tokens: int = 1024
+    batch_tokens: int | str = AUTO
     cache_dir: str = DEFAULT_CACHE_DIR
 
     def check(self) -> None:
@@ -54,7 +57,7 @@ class LLMOptions(OptionGroup):
                 torch.device(self.device)
             except (RuntimeError, ValueError, TypeError):
                 raise OptionError(f"option device: {self.device!r} is not auto, cpu, cuda or cuda:N") from None
-        check_positive(self.batch_tokens, "batch_tokens")
+        self.batch_tokens = check_batch_tokens(self.batch_tokens)
 
     @classmethod
     def from_config(cls, value: LLMOptions | Mapping | None) -> LLMOptions:
@@ -86,6 +89,10 @@ class LLMOptions(OptionGroup):
         if fallback is not None:
             return torch.device(fallback)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def batch_tokens_key(self, device: torch.device | str) -> int | str:
+        """``batch_tokens`` as a cache key records it before the model is loaded (auto: 1024 off CUDA)."""
+        return batch_tokens_key(self.batch_tokens, torch.device(device).type)
 
     def dtype_choice(self, device: torch.device | str) -> DtypeChoice:
         """The dtype the model runs in on ``device`` and why."""

@@ -37,8 +37,6 @@ class PuddingLM(LM):
                 "without accelerate launch / torchrun (each process would evaluate every request)"
             )
         llm = {f.name: kwargs[f.name] for f in fields(LLMOptions) if kwargs.get(f.name) is not None}
-        if "batch_tokens" in llm:
-            llm["batch_tokens"] = int(llm["batch_tokens"])  # model_args arrive as text
         self.model = PuddingModel.from_pretrained(bundle, budget=budget, **llm)
         self.choices: list[int] = []
         """The candidate chosen for each request of the last call (for inspection and tests)."""

@@ -58,7 +58,12 @@ class PuddingModel:
     """
 
     def __init__(
-        self, router, candidates: CandidateSet, lm: BaseModel, batch_tokens: int = 1024, bundle: dict | None = None
+        self,
+        router,
+        candidates: CandidateSet,
+        lm: BaseModel,
+        batch_tokens: int | str = 1024,
+        bundle: dict | None = None,
     ) -> None:
         self.router = router
         self.candidates = candidates

@@ -78,7 +78,7 @@ class ScoringModule(LightningModule):
         self.scorer: Scorer | None = None
 
     @property
-    def batch_tokens(self) -> int:
+    def batch_tokens(self) -> int | str:
         return self.llm.batch_tokens
 
     @property
@@ -104,7 +104,7 @@ class ScoringModule(LightningModule):
             "dtype": str(self.torch_dtype(device_type)).removeprefix("torch."),
             "device_type": device_type,
             "candidates_sha256": self.candidates_sha256,
-            "batch_tokens": self.batch_tokens,
+            "batch_tokens": self.llm.batch_tokens_key(device_type),
             "reuse_prefix": self.reuse_prefix,
         }
 
