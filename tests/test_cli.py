@@ -212,7 +212,7 @@ def test_option_groups_are_shared_not_repeated():
     for name in ("compare", "curve"):
         assert issubclass(opts[name], BundleSettings)
     llm = {f.name for f in fields(LLMOptions)}
-    assert llm == {"base", "dtype", "device", "batch_tokens", "cache_dir"}
+    assert llm == {"base", "dtype", "device", "batch_tokens", "cache_dir", "device_map"}
     # Lightning's --trainer.* places the dataset build: its LLM may not name another device
     with pytest.raises(OptionError, match="option device: 'cpu'; pudding dataset runs where"):
         ScoringModule("c.yaml", llm=LLMOptions(device="cpu"))

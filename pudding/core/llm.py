@@ -21,6 +21,8 @@ from pudding.core.models import DEFAULT_CACHE_DIR
 from pudding.core.models.dtype import DTYPE_NAMES, DtypeChoice, choose_dtype
 from pudding.core.options import OptionGroup
 
+DEVICE_MAPS = (None, "auto")
+
 if TYPE_CHECKING:
     from pudding.core.models.loading import BaseModel
 
@@ -40,7 +42,11 @@ class LLMOptions(OptionGroup):
         batch_tokens: Upper bound on rows × padded length per forward pass (a memory knob). auto: 1024 on a CPU;
             on CUDA sized from the GPU's free memory after loading, the model's width, heads and vocabulary
             (``pudding.core.batch_budget``, docs/loading.md).
-        cache_dir: Where de-quantised GGUF weights are cached.
+        cache_dir: Where de-quantised GGUF weights are cached (one folder per dtype).
+        device_map: null: the whole model on ``device``. auto: spread its blocks over all visible GPUs (accelerate's
+            balanced device map) for a model larger than one GPU; ``device`` must then be auto or cuda, and the run
+            one process (docs/loading.md). Used by eval, compare, candidates, bench, PuddingModel and the lm-eval
+            model; pudding dataset and the zero-shot callback load on their trainer's device.
     """
 
     base: str | None = None
@@ -48,6 +54,7 @@ class LLMOptions(OptionGroup):
     device: str = "auto"
     batch_tokens: int | str = AUTO
     cache_dir: str = DEFAULT_CACHE_DIR
+    device_map: str | None = None
 
     def check(self) -> None:
         if self.dtype not in DTYPE_NAMES:
@@ -58,6 +65,13 @@ class LLMOptions(OptionGroup):
             except (RuntimeError, ValueError, TypeError):
                 raise OptionError(f"option device: {self.device!r} is not auto, cpu, cuda or cuda:N") from None
         self.batch_tokens = check_batch_tokens(self.batch_tokens)
+        if self.device_map not in DEVICE_MAPS:
+            raise OptionError(f"option device_map: {self.device_map!r} is not null or auto")
+        if self.device_map == "auto" and self.device not in ("auto", "cuda"):
+            raise OptionError(
+                f"option device_map: auto spreads the model over all visible GPUs; device {self.device!r} must then "
+                "be auto or cuda (choose GPUs with CUDA_VISIBLE_DEVICES)"
+            )
 
     @classmethod
     def from_config(cls, value: LLMOptions | Mapping | None) -> LLMOptions:
@@ -76,7 +90,7 @@ class LLMOptions(OptionGroup):
     @property
     def llm(self) -> LLMOptions:
         """These settings alone (a command's options inherit them; this is what the lower layers take)."""
-        return LLMOptions(self.base, self.dtype, self.device, self.batch_tokens, self.cache_dir)
+        return LLMOptions(self.base, self.dtype, self.device, self.batch_tokens, self.cache_dir, self.device_map)
 
     def base_or(self, fallback: str) -> str:
         """``base``, or ``fallback`` (the model an input was made for) when it is null."""
@@ -103,5 +117,9 @@ class LLMOptions(OptionGroup):
         from pudding.core.models.loading import load_base
 
         return load_base(
-            self.base_or(fallback_base), dtype=self.dtype, device=str(self.run_device(device)), cache_dir=self.cache_dir
+            self.base_or(fallback_base),
+            dtype=self.dtype,
+            device=str(self.run_device(device)),
+            cache_dir=self.cache_dir,
+            device_map=self.device_map,
         )

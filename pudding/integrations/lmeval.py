@@ -25,8 +25,8 @@ from pudding.routed.model import PuddingModel, group_by_choice
 
 class PuddingLM(LM):
     """lm-eval's ``LM`` interface over :class:`PuddingModel` (``model_args``: ``bundle``, ``budget`` and the fields of
-    :class:`~pudding.core.llm.LLMOptions`: ``base``, ``dtype``, ``device``, ``batch_tokens``, ``cache_dir``; lm-eval's
-    own arguments, such as ``batch_size``, are not used)."""
+    :class:`~pudding.core.llm.LLMOptions`: ``base``, ``dtype``, ``device``, ``batch_tokens``, ``cache_dir``,
+    ``device_map``; lm-eval's own arguments, such as ``batch_size``, are not used)."""
 
     def __init__(self, bundle: str, budget: float | str | None = None, **kwargs: object) -> None:
         super().__init__()

@@ -69,6 +69,11 @@ class ScoringModule(LightningModule):
                 f"option device: {self.llm.device!r}; pudding dataset runs where its --trainer.accelerator and "
                 "--trainer.devices place it, so leave device auto"
             )
+        if self.llm.device_map is not None:
+            raise OptionError(
+                f"option device_map: {self.llm.device_map!r}; pudding dataset loads the model on each process's "
+                "trainer device, so leave device_map null"
+            )
         self.candidates_path = Path(candidates).expanduser().resolve()
         self.cset: CandidateSet = load_candidates(self.candidates_path)
         self.candidates_sha256 = file_hash(self.candidates_path)
