@@ -163,7 +163,7 @@ def test_options_parse_flat_flags_and_flat_yaml_config(tmp_path):
         [3, 4],
         "float32",
     )
-    assert (opts.router_fraction, opts.batch_tokens, opts.device, opts.output) == (0.5, 1024, "auto", None)
+    assert (opts.router_fraction, opts.batch_tokens, opts.device, opts.output) == (0.5, "auto", "auto", None)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +212,7 @@ def test_option_groups_are_shared_not_repeated():
     for name in ("compare", "curve"):
         assert issubclass(opts[name], BundleSettings)
     llm = {f.name for f in fields(LLMOptions)}
-    assert llm == {"base", "dtype", "device", "batch_tokens", "cache_dir"}
+    assert llm == {"base", "dtype", "device", "batch_tokens", "cache_dir", "device_map"}
     # Lightning's --trainer.* places the dataset build: its LLM may not name another device
     with pytest.raises(OptionError, match="option device: 'cpu'; pudding dataset runs where"):
         ScoringModule("c.yaml", llm=LLMOptions(device="cpu"))

@@ -158,3 +158,78 @@ def test_default_model_greedy_flag(default_base):
     s_greedy, s_other = scorer.score([(context, greedy_text), (context, " a banana")])
     assert s_greedy.is_greedy and not s_other.is_greedy
     assert s_greedy.logprob > s_other.logprob
+
+
+def per_chunk_host_sums(scorer, prepared, blocks):
+    """The LM-head loop as it was: each chunk's log-probabilities and greedy misses copied to the host and added there
+    at once (the reference the one-copy-per-run sums must equal bit for bit)."""
+    from pudding.core.models.adapters import hidden_to_logits
+    from pudding.core.models.omission import use_blocks
+    from pudding.core.scoring import HEAD_CHUNK_ELEMENTS
+
+    totals = torch.zeros(len(prepared.requests), dtype=torch.float64)
+    misses = torch.zeros(len(prepared.requests), dtype=torch.long)
+    chunk = max(1, HEAD_CHUNK_ELEMENTS // scorer.model.config.vocab_size)
+    with torch.inference_mode(), use_blocks(scorer.model, blocks):
+        for batch in prepared.batches:
+            hidden = scorer._run_batch(batch)[batch.score_rows, batch.score_pos]
+            for lo in range(0, hidden.shape[0], chunk):
+                logits = hidden_to_logits(scorer.model, hidden[lo : lo + chunk]).float()
+                picked = logits.gather(1, batch.targets[lo : lo + chunk, None]).squeeze(1)
+                top = logits.amax(dim=-1)
+                log_norm = top + logits.sub_(top[:, None]).exp_().sum(dim=-1).log()
+                owner = batch.owner[lo : lo + chunk].cpu()
+                totals.index_add_(0, owner, (picked - log_norm).double().cpu())
+                misses.index_add_(0, owner, (picked < top).long().cpu())
+    return [(float(t), bool(m == 0)) for t, m in zip(totals, misses, strict=True)]
+
+
+@pytest.mark.parametrize("batch_tokens", [1, 48, 4096])
+def test_lm_head_sums_kept_per_run_equal_the_per_chunk_host_sums_bit_for_bit(
+    tiny_llama, tokenizer, monkeypatch, batch_tokens
+):
+    """The head's per-position results stay where they are computed and reach the host in one copy per run; summed
+    there in position order they are the very floats the per-chunk copies gave (chunks of 3 rows: many per batch)."""
+    monkeypatch.setattr("pudding.core.scoring.HEAD_CHUNK_ELEMENTS", 3 * tiny_llama.config.vocab_size)
+    scorer = Scorer(tiny_llama, tokenizer, batch_tokens=batch_tokens)
+    prepared = scorer.prepare(REQUESTS * 3)
+    for blocks in ([0, 1, 2, 3, 4, 5], [0, 2, 5]):
+        got = scorer.run(prepared, blocks)[0]
+        assert [(s.logprob, s.is_greedy) for s in got] == per_chunk_host_sums(scorer, prepared, blocks)
+
+
+def test_prepared_batches_are_copied_to_a_device_once_and_kept(tiny_llama, tokenizer, monkeypatch):
+    """Search trials and outcome tables run one Prepared many times: its batches go to the device on the first run
+    only (``meta`` stands in for a GPU: a real copy, no compute); on a CPU the host batches are used as they are."""
+    from pudding.core.scoring import Batch
+
+    copies = []
+    real_to = Batch.to
+    monkeypatch.setattr(Batch, "to", lambda self, device: copies.append(str(device)) or real_to(self, device))
+    scorer = Scorer(tiny_llama, tokenizer, batch_tokens=48)
+    prepared = scorer.prepare(REQUESTS)
+    n = len(prepared.batches)
+    assert n > 1
+    assert prepared.on("cpu") is prepared.batches and copies == []
+    first = prepared.on("meta")
+    assert len(copies) == n and all(b.input_ids.device.type == "meta" for b in first)
+    assert prepared.on(torch.device("meta")) is first and len(copies) == n  # kept: no second upload
+    for _ in range(3):
+        scorer.run(prepared, [0, 2, 5])  # CPU runs: the host batches, never a copy
+    assert len(copies) == n
+    assert prepared.batches[0].input_ids.device.type == "cpu"  # the host batches stay
+
+
+def test_search_trials_reuse_one_prepared_set(tiny_llama, tokenizer, monkeypatch):
+    """Every trial of the fast greedy search runs the evaluator's one Prepared (so its device copy is made once)."""
+    from pudding.core.scoring import Prepared
+    from pudding.search.greedy import FastEvaluator, greedy_search
+    from pudding.search.objectives import get_loss, text_requests
+
+    seen = []
+    real_on = Prepared.on
+    monkeypatch.setattr(Prepared, "on", lambda self, device: seen.append(id(self)) or real_on(self, device))
+    scorer = Scorer(tiny_llama, tokenizer, batch_tokens=48)
+    evaluator = FastEvaluator(scorer, text_requests("t", [c + x for c, x in REQUESTS]))
+    greedy_search(evaluator, get_loss("perplexity"), num_omit=2)
+    assert evaluator.trials_computed > 4 and set(seen) == {id(evaluator.prepared)}

@@ -3,7 +3,8 @@
     pudding bench --bundle checkpoints/router/bundle --lengths 64,128,512 --repeats 10
 
 prints a table (pre-fill latency at batch 1, dense vs routed, router time on its own and included; generation
-tokens/s; peak memory) and writes JSON plus a PNG plot. What is timed and how: :mod:`pudding.routed.bench`.
+tokens/s; on CUDA each configuration's peak memory) and writes JSON plus a PNG plot. What is timed and how:
+:mod:`pudding.routed.bench`.
 ``--budget B`` routes under a compute budget (:mod:`pudding.router.budget`); the JSON then records the budget, its λ
 and each prompt's depth (``blocks_kept``).
 """
@@ -20,7 +21,7 @@ from pudding.core.errors import OptionError
 from pudding.core.io import OutputOptions, atomic_write_json, check_output
 from pudding.core.llm import LLMOptions
 from pudding.core.options import as_int_list, check_positive
-from pudding.routed.bench import bench_length, machine, peak_memory_mb, plot_bench, reset_peak_memory
+from pudding.routed.bench import MemoryProbe, bench_length, machine, peak_memory_mb, plot_bench
 from pudding.router.budget import lambda_text, parse_budget
 from pudding.router.bundle import check_bundle
 
@@ -81,7 +82,7 @@ def bench(opts: BenchOptions) -> dict:
     routed = PuddingModel.from_pretrained(opts.bundle, budget=opts.budget, **asdict(replace(opts.llm, base=base)))
     depths = len(set(routed.blocks_kept)) > 1
     lm = routed.lm
-    reset_peak_memory(lm.device)
+    probe = MemoryProbe(lm.device)
     rows = []
     for n in opts.lengths:
         rows.append(
@@ -94,6 +95,7 @@ def bench(opts: BenchOptions) -> dict:
                 opts.new_tokens,
                 opts.repeats,
                 opts.warmup,
+                probe,
             )
         )
         if depths:
@@ -108,8 +110,12 @@ def bench(opts: BenchOptions) -> dict:
         "repeats": opts.repeats,
         "warmup": opts.warmup,
         "new_tokens": opts.new_tokens,
-        "peak_memory_mb": peak_memory_mb(lm.device),
-        "peak_memory_kind": "cuda max_memory_allocated" if lm.device.type == "cuda" else "process peak RSS",
+        "peak_memory_mb": peak_memory_mb(lm.device, rows),
+        "peak_memory_kind": (
+            "cuda max_memory_allocated: the largest of the configurations' peaks"
+            if lm.device.type == "cuda"
+            else "process peak RSS of the whole run (per configuration: null, a CPU process's peak only grows)"
+        ),
         "lengths": rows,
     }
     if depths:
@@ -134,6 +140,9 @@ def format_row(row: dict) -> str:
             f"; generation {row['dense_generate_tokens_per_s']:.1f} → {row['routed_generate_tokens_per_s']:.1f} "
             "tokens/s"
         )
+    peaks = {k: v for k, v in row.get("peak_memory_mb", {}).items() if v is not None}
+    if peaks:
+        text += "; peak MB " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
     return text
 
 

@@ -113,7 +113,7 @@ def evaluate(opts: EvalOptions) -> dict:
         **lm.dtype_choice.record(),
         "device": str(lm.device),
         "num_blocks": num_blocks,
-        "batch_tokens": opts.batch_tokens,
+        "batch_tokens": scorer.batch_tokens,
         "average_metric": opts.average_metric,
         **asdict(data),
         "notes": notes,

@@ -26,12 +26,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pudding.core.errors import OptionError
+from pudding.core.batch_budget import HEAD_CHUNK_ELEMENTS, resolve_batch_tokens
 from pudding.core.models.adapters import adapter_for, body, get_layers, hidden_to_logits
 from pudding.core.models.hooks import input_injector, input_recorder, output_recorder
 from pudding.core.models.omission import kept_blocks, use_blocks
 
-HEAD_CHUNK_ELEMENTS = 1 << 22  # logits per LM-head chunk (16 MB of float32)
 MIN_FILL = 0.9  # rows shorter than this share of a batch's longest row open a new batch (padding waste vs. batch size)
 
 
@@ -130,17 +129,33 @@ class Batch:
 
 @dataclass
 class Prepared:
-    """Tokenised, packed and batched requests; reusable across many runs with different blocks."""
+    """Tokenised, packed and batched requests; reusable across many runs with different blocks.
+
+    ``batches`` stay on the host; :meth:`on` copies them to a device once and keeps that copy, so the hundreds of
+    runs of a candidate search (and every omission set of an outcome table) upload their batches once.
+    """
 
     requests: list[tuple[str, str]]
     num_tokens: list[int]
     batches: list[Batch]
+    _device_batches: tuple[torch.device, list[Batch]] | None = field(default=None, repr=False, compare=False)
+
+    def on(self, device: torch.device | str) -> list[Batch]:
+        """The batches on ``device``: the host batches themselves on a CPU, else a copy made on first use and kept
+        (for one device at a time)."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self.batches
+        if self._device_batches is None or self._device_batches[0] != device:
+            self._device_batches = (device, [batch.to(device) for batch in self.batches])
+        return self._device_batches[1]
 
 
 class Scorer:
     """Scores (context, continuation) pairs with a causal LM, optionally with blocks omitted.
 
-    ``batch_tokens`` bounds rows × padded length per forward pass (memory); ``share_context`` packs choices that
+    ``batch_tokens`` bounds rows × padded length per forward pass (memory; ``auto``: sized from the device's free
+    memory, 1024 off CUDA: :mod:`pudding.core.batch_budget`); ``share_context`` packs choices that
     share a context into one row when the model family supports custom attention masks; ``add_bos_token`` is
     lm-eval's option of the same name (None: the tokenizer's own default).
     """
@@ -149,18 +164,16 @@ class Scorer:
         self,
         model: nn.Module,
         tokenizer,
-        batch_tokens: int = 1024,
+        batch_tokens: int | str = 1024,
         max_length: int | None = None,
         share_context: bool = True,
         add_bos_token: bool | None = None,
         progress: bool = False,
     ) -> None:
-        if batch_tokens < 1:
-            raise OptionError(f"option batch_tokens must be positive, got {batch_tokens}")
         self.model = model
         self.tokenizer = tokenizer
-        self.batch_tokens = batch_tokens
         self.max_length = max_length or _model_max_length(model, tokenizer)
+        self.batch_tokens = resolve_batch_tokens(batch_tokens, model, self.max_length)
         self.packing = share_context and adapter_for(model).packing
         self.add_bos_token = add_bos_token
         self.progress = progress
@@ -295,8 +308,7 @@ class Scorer:
         if after is not None:
             captured[after] = []
         device = next(self.model.parameters()).device
-        totals = torch.zeros(len(prepared.requests), dtype=torch.float64)
-        misses = torch.zeros(len(prepared.requests), dtype=torch.long)  # non-greedy tokens per request
+        per_position: list[torch.Tensor] = []  # per batch [2, scored positions]: log-probability, non-greedy flag
         current: dict[str, int] = {}
         hooks = []
         if start_hidden is not None:  # registered first, so a capture of blocks[0] records the injected input
@@ -307,23 +319,19 @@ class Scorer:
             hooks.append(layers[blocks[-1]].register_forward_hook(output_recorder(captured[after])))
         try:
             with use_blocks(self.model, blocks):
-                batches = tqdm(prepared.batches, desc="scoring", leave=False, disable=not self.progress)
+                batches = tqdm(prepared.on(device), desc="scoring", leave=False, disable=not self.progress)
                 for i, batch in enumerate(batches):
                     current["batch"] = i
                     if score:
-                        self._score_batch(batch.to(device), totals, misses)
+                        per_position.append(self._score_batch(batch).to(device))
                     else:
-                        self._run_batch(batch.to(device))
+                        self._run_batch(batch)
         finally:
             for hook in hooks:
                 hook.remove()
         if not score:
             return [], captured
-        scores = [
-            Score(logprob=float(totals[i]), num_tokens=prepared.num_tokens[i], is_greedy=bool(misses[i] == 0))
-            for i in range(len(prepared.requests))
-        ]
-        return scores, captured
+        return _sums(prepared, per_position), captured
 
     def _run_batch(self, batch: Batch) -> torch.Tensor:
         """Final (normed) hidden states of one batch through the blocks in use."""
@@ -334,28 +342,48 @@ class Scorer:
             use_cache=False,
         ).last_hidden_state
 
-    def _score_batch(self, batch: Batch, totals: torch.Tensor, misses: torch.Tensor) -> None:
-        hidden = self._run_batch(batch)[batch.score_rows, batch.score_pos]
+    def _score_batch(self, batch: Batch) -> torch.Tensor:
+        """[2, scored positions] float64 on the LM head's device: each scored token's log-probability, and 1 where
+        it is not the greedy token. Nothing is copied to the host here (:func:`_sums` copies once per run)."""
+        final = self._run_batch(batch)
+        hidden = final[batch.score_rows.to(final.device), batch.score_pos.to(final.device)]
         # A few dozen rows of float32 logits at a time: the max/exp/sum passes then run in cache; with ~1k-row
         # chunks the same work was ~2x slower on CPU, and the LM-head tail dominated continuation-heavy tasks.
         chunk = max(1, HEAD_CHUNK_ELEMENTS // max(1, self.model.config.vocab_size))
+        logprobs, misses = [], []
         for lo in range(0, hidden.shape[0], chunk):
             logits = hidden_to_logits(self.model, hidden[lo : lo + chunk]).float()
-            target = batch.targets[lo : lo + chunk]
+            target = batch.targets[lo : lo + chunk].to(logits.device)
             picked = logits.gather(1, target[:, None]).squeeze(1)
             top = logits.amax(dim=-1)
             # log-softmax at the target only, computed in place: no second vocabulary-sized tensor is written
             log_norm = top + logits.sub_(top[:, None]).exp_().sum(dim=-1).log()
-            owner = batch.owner[lo : lo + chunk].cpu()
-            totals.index_add_(0, owner, (picked - log_norm).double().cpu())
+            logprobs.append((picked - log_norm).double())
             # greedy iff the target's logit is the maximum (a tie counts as greedy; argmax would pick the first)
-            misses.index_add_(0, owner, (picked < top).long().cpu())
+            misses.append((picked < top).double())
+        return torch.stack([torch.cat(logprobs), torch.cat(misses)])
 
     # --------------------------------------------------------------------------------------- convenience
     def score(self, requests: Sequence[tuple[str, str]], omit: Iterable[int] = ()) -> list[Score]:
         """Score (context, continuation) pairs with the blocks in ``omit`` skipped."""
         prepared = self.prepare(requests)
         return self.run(prepared, kept_blocks(omit, self.num_blocks))[0]
+
+
+def _sums(prepared: Prepared, per_position: list[torch.Tensor]) -> list[Score]:
+    """Each request's summed log-probability and greedy flag from the per-batch [2, positions] tensors of a run:
+    one copy to the host, then added up there in position order (the order the sums have always had)."""
+    totals = torch.zeros(len(prepared.requests), dtype=torch.float64)
+    misses = torch.zeros(len(prepared.requests), dtype=torch.long)  # non-greedy tokens per request
+    if per_position:
+        values = torch.cat(per_position, dim=1).cpu()
+        owner = torch.cat([batch.owner for batch in prepared.batches])
+        totals.index_add_(0, owner, values[0])
+        misses.index_add_(0, owner, values[1].long())
+    return [
+        Score(logprob=float(totals[i]), num_tokens=prepared.num_tokens[i], is_greedy=bool(misses[i] == 0))
+        for i in range(len(prepared.requests))
+    ]
 
 
 def _model_max_length(model: nn.Module, tokenizer) -> int:

@@ -25,8 +25,8 @@ from pudding.routed.model import PuddingModel, group_by_choice
 
 class PuddingLM(LM):
     """lm-eval's ``LM`` interface over :class:`PuddingModel` (``model_args``: ``bundle``, ``budget`` and the fields of
-    :class:`~pudding.core.llm.LLMOptions`: ``base``, ``dtype``, ``device``, ``batch_tokens``, ``cache_dir``; lm-eval's
-    own arguments, such as ``batch_size``, are not used)."""
+    :class:`~pudding.core.llm.LLMOptions`: ``base``, ``dtype``, ``device``, ``batch_tokens``, ``cache_dir``,
+    ``device_map``; lm-eval's own arguments, such as ``batch_size``, are not used)."""
 
     def __init__(self, bundle: str, budget: float | str | None = None, **kwargs: object) -> None:
         super().__init__()
@@ -37,8 +37,6 @@ class PuddingLM(LM):
                 "without accelerate launch / torchrun (each process would evaluate every request)"
             )
         llm = {f.name: kwargs[f.name] for f in fields(LLMOptions) if kwargs.get(f.name) is not None}
-        if "batch_tokens" in llm:
-            llm["batch_tokens"] = int(llm["batch_tokens"])  # model_args arrive as text
         self.model = PuddingModel.from_pretrained(bundle, budget=budget, **llm)
         self.choices: list[int] = []
         """The candidate chosen for each request of the last call (for inspection and tests)."""

@@ -14,8 +14,11 @@ chosen blocks from that hidden state; its router time is the pooling and head on
 LLM's pre-fill, where they run anyway). Its routed generation is ``PuddingModel.generate``'s: that same pass fills
 the KV cache (:func:`pudding.routed.self_prefill.routed_prefill`) and generation continues from it.
 
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` around each measured configuration; on a CPU the process's
-peak resident set (``ru_maxrss``), which only grows, so it is reported once for the whole run.
+Peak memory, per configuration (``peak_memory_mb`` of each prompt length: dense, pruned, router and routed pre-fill,
+dense and routed generation): on CUDA the allocator's peak (``torch.cuda.max_memory_allocated``) over that
+configuration's timed runs, its counter reset before each run, so it includes the weights and whatever else is
+allocated at the time. On a CPU these are null: the process's peak resident set (``ru_maxrss``) only grows, so it
+cannot tell configurations apart; it is reported once for the whole run (the report's ``peak_memory_mb``).
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ from pudding.core.plots import pyplot, save_figure
 
 @dataclass
 class Timing:
-    """Seconds of repeated runs of one measured thing, summarised."""
+    """Seconds of repeated runs of one measured thing, summarised, and its peak device memory (None off CUDA)."""
 
     seconds: list[float] = field(default_factory=list)
+    peak_mb: float | None = None
 
     @property
     def median(self) -> float:
@@ -65,15 +69,44 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class MemoryProbe:
+    """Peak device memory of one run: on CUDA the allocator's peak since :meth:`reset`; None on other devices."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+
+    @property
+    def kind(self) -> str:
+        if self.device.type == "cuda":
+            return "cuda max_memory_allocated per configuration (reset before each run)"
+        return "none per configuration off CUDA"
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_mb(self) -> float | None:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return None
+
+
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int
+    fns: dict[str, Callable[[], object]],
+    device: torch.device,
+    repeats: int,
+    warmup: int,
+    probe: MemoryProbe | None = None,
 ) -> dict[str, Timing]:
     """Time several things in turns: ``warmup`` untimed runs of each, then ``repeats`` rounds that run each once.
 
     Interleaving makes a slow drift of the machine (clock, a neighbour's load) touch every configuration alike, so
     their ratios hold even where absolute times wander; each round starts one further along the list, so no
-    configuration always runs right after the same other one. Synchronised on CUDA.
+    configuration always runs right after the same other one. Synchronised on CUDA. ``probe`` (default: the
+    device's) is reset before each timed run and read after it, outside the timed region; each configuration keeps
+    its largest peak.
     """
+    probe = probe or MemoryProbe(device)
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be ≥ 1 and warmup ≥ 0, got repeats={repeats}, warmup={warmup}")
     names = list(fns)
@@ -86,10 +119,14 @@ def time_interleaved(
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             _sync(device)
+            probe.reset()
             start = time.perf_counter()
             fns[name]()
             _sync(device)
             timings[name].seconds.append(time.perf_counter() - start)
+            peak = probe.peak_mb()
+            if peak is not None:
+                timings[name].peak_mb = max(peak, timings[name].peak_mb or 0.0)
     return timings
 
 
@@ -165,16 +202,13 @@ def self_routed_prefill(
         hook.remove()
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: CUDA allocator peak on CUDA, the process's peak resident set on a CPU (Linux: KiB)."""
+def peak_memory_mb(device: torch.device, rows: Sequence[dict] = ()) -> float | None:
+    """The run's peak memory: on CUDA the largest per-configuration peak of ``rows``; elsewhere the process's peak
+    resident set (Linux reports KiB)."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        peaks = [mb for row in rows for mb in row.get("peak_memory_mb", {}).values() if mb is not None]
+        return max(peaks, default=None)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 def machine() -> dict[str, object]:
@@ -221,11 +255,14 @@ def bench_length(
     new_tokens: int,
     repeats: int,
     warmup: int,
+    probe: MemoryProbe | None = None,
 ) -> dict:
     """Dense vs routed at one prompt length: pre-fill, router, routed pre-fill with the router included, generation.
 
     ``router`` has ``route_texts(texts) -> list[int]`` (a trained bundle's router); the routed figures use the
-    candidate it picks for this prompt. A ``self`` router is timed as described in the module docstring.
+    candidate it picks for this prompt. A ``self`` router is timed as described in the module docstring. The row's
+    ``peak_memory_mb`` holds each configuration's peak device memory (``probe``, default the device's: None off
+    CUDA).
     """
     device = next(model.parameters()).device
     input_ids, text = make_prompt(tokenizer, num_tokens)
@@ -276,6 +313,7 @@ def bench_length(
         device,
         repeats,
         warmup,
+        probe,
     )
     dense, pruned, routing, routed = timed["dense"], timed["pruned"], timed["router"], timed["routed"]
     row = {
@@ -289,6 +327,12 @@ def bench_length(
         "routed_prefill": routed.summary(),
         "ratio_routed_vs_dense": routed.median / dense.median,
         "ratio_pruned_vs_dense": pruned.median / dense.median,
+        "peak_memory_mb": {
+            "dense_prefill": dense.peak_mb,
+            "pruned_prefill": pruned.peak_mb,
+            "router": routing.peak_mb,
+            "routed_prefill": routed.peak_mb,
+        },
     }
     if new_tokens > 0:
         gen_repeats = max(1, repeats // 3)
@@ -297,8 +341,10 @@ def bench_length(
             device,
             gen_repeats,
             1,
+            probe,
         )
         dense_gen, routed_gen = gen["dense"], gen["routed"]
+        row["peak_memory_mb"] |= {"dense_generate": dense_gen.peak_mb, "routed_generate": routed_gen.peak_mb}
         row["dense_generate_tokens_per_s"] = new_tokens / dense_gen.median
         row["routed_generate_tokens_per_s"] = new_tokens / routed_gen.median
         row["ratio_generate_speed"] = dense_gen.median / routed_gen.median

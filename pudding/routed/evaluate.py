@@ -92,6 +92,8 @@ class BundleRun:
     preds: dict[str, torch.Tensor]
     choice_names: list[str]
     choice_sets: list[tuple[int, ...]]
+    batch_tokens: int
+    """The scorer's tokens per batch (``auto`` resolved)."""
     sleb: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     @property
@@ -295,6 +297,7 @@ def prepare_bundle(
         choice_names=choice_names,
         choice_sets=choice_sets,
         sleb=sleb_by_depth,
+        batch_tokens=scorer.batch_tokens,
     )
 
 
@@ -308,7 +311,7 @@ def run_config(run: BundleRun, options: DataOptions, settings: BundleSettings, *
         **run.record,
         "device": run.device,
         "num_blocks": run.cset.num_blocks,
-        "batch_tokens": settings.batch_tokens,
+        "batch_tokens": run.batch_tokens,
         "sleb": settings.sleb,
         "sleb_samples": settings.sleb_samples,
         "corpus": settings.corpus,

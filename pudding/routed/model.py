@@ -58,7 +58,12 @@ class PuddingModel:
     """
 
     def __init__(
-        self, router, candidates: CandidateSet, lm: BaseModel, batch_tokens: int = 1024, bundle: dict | None = None
+        self,
+        router,
+        candidates: CandidateSet,
+        lm: BaseModel,
+        batch_tokens: int | str = 1024,
+        bundle: dict | None = None,
     ) -> None:
         self.router = router
         self.candidates = candidates
@@ -83,7 +88,7 @@ class PuddingModel:
         """Load a router bundle and its base model (the bundle's own unless ``base`` names another one).
 
         ``llm``: the base LLM's settings, the fields of :class:`~pudding.core.llm.LLMOptions` (``base``, ``dtype``,
-        ``device``, ``batch_tokens``, ``cache_dir``).
+        ``device``, ``batch_tokens``, ``cache_dir``, ``device_map``).
 
         ``budget``: target mean fraction of blocks kept, in (0, 1] (:mod:`pudding.router.budget`); None: the bundle's
         default (plain argmax unless it records one); ``argmax``: plain argmax. It needs choices of different depths

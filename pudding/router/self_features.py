@@ -92,7 +92,7 @@ def select_pooling(features: torch.Tensor, pooling: str) -> torch.Tensor:
 class SelfFeatures:
     """Runs the first ``keep_first`` blocks of a base LLM through the Scorer and pools their output per prompt."""
 
-    def __init__(self, model: nn.Module, tokenizer, keep_first: int, batch_tokens: int = 1024) -> None:
+    def __init__(self, model: nn.Module, tokenizer, keep_first: int, batch_tokens: int | str = 1024) -> None:
         self.scorer = Scorer(model, tokenizer, batch_tokens=batch_tokens)
         if not 1 <= keep_first < self.scorer.num_blocks:
             raise SelfRouterError(f"keep_first={keep_first} must lie in 1..{self.scorer.num_blocks - 1}")
@@ -161,13 +161,13 @@ class SelfEncoder(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return select_pooling(features, self.pooling)
 
-    def attach(self, model: nn.Module, tokenizer, batch_tokens: int = 1024) -> SelfFeatures:
+    def attach(self, model: nn.Module, tokenizer, batch_tokens: int | str = 1024) -> SelfFeatures:
         """Use this base LLM for features (checked against the recorded hidden size and block count)."""
         self._features = self._extractor(model, tokenizer, batch_tokens)
         self._memo.clear()
         return self._features
 
-    def precompute(self, model: nn.Module, tokenizer, texts: Sequence[str], batch_tokens: int = 1024) -> None:
+    def precompute(self, model: nn.Module, tokenizer, texts: Sequence[str], batch_tokens: int | str = 1024) -> None:
         """Compute and keep the features of ``texts`` with this base LLM, without holding on to the LLM.
 
         The zero-shot callback loads the base LLM once for its outcomes; its items' features come from that same
@@ -178,7 +178,7 @@ class SelfEncoder(nn.Module):
             features = self._extractor(model, tokenizer, batch_tokens).texts(todo)
             self._memo.update(zip(todo, features, strict=True))
 
-    def _extractor(self, model: nn.Module, tokenizer, batch_tokens: int) -> SelfFeatures:
+    def _extractor(self, model: nn.Module, tokenizer, batch_tokens: int | str) -> SelfFeatures:
         config = model.config
         if self.info and int(config.hidden_size) != int(self.info["hidden_size"]):
             raise SelfRouterError(

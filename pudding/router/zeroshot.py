@@ -313,7 +313,7 @@ class ZeroShotEvalCallback(Callback):
             "device_type": device.type,
             "candidates_sha256": meta.get("candidates_sha256"),
             "omission_sets": [list(s) for s in sets],
-            "batch_tokens": self.llm.batch_tokens,
+            "batch_tokens": self.llm.batch_tokens_key(device),
             "chunk_items": self.chunk_items,
             "items": {task: items_key(items) for task, items in self.items.items()},
         }

@@ -154,7 +154,7 @@ def make_meta(module: ScoringModule, data: ScoringDataModule, key: str, identity
         "num_candidates": len(cset),
         "omission_sets": [list(s) for s in cset.omission_sets],
         "candidate_names": [c.name for c in cset.candidates],
-        "batch_tokens": module.batch_tokens,
+        "batch_tokens": scoring["batch_tokens"],
         "reuse_prefix": module.reuse_prefix,
         "num_rows": num_rows,
         "rows_per_task": counts,

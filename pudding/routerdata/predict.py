@@ -69,6 +69,11 @@ class ScoringModule(LightningModule):
                 f"option device: {self.llm.device!r}; pudding dataset runs where its --trainer.accelerator and "
                 "--trainer.devices place it, so leave device auto"
             )
+        if self.llm.device_map is not None:
+            raise OptionError(
+                f"option device_map: {self.llm.device_map!r}; pudding dataset loads the model on each process's "
+                "trainer device, so leave device_map null"
+            )
         self.candidates_path = Path(candidates).expanduser().resolve()
         self.cset: CandidateSet = load_candidates(self.candidates_path)
         self.candidates_sha256 = file_hash(self.candidates_path)
@@ -78,7 +83,7 @@ class ScoringModule(LightningModule):
         self.scorer: Scorer | None = None
 
     @property
-    def batch_tokens(self) -> int:
+    def batch_tokens(self) -> int | str:
         return self.llm.batch_tokens
 
     @property
@@ -104,7 +109,7 @@ class ScoringModule(LightningModule):
             "dtype": str(self.torch_dtype(device_type)).removeprefix("torch."),
             "device_type": device_type,
             "candidates_sha256": self.candidates_sha256,
-            "batch_tokens": self.batch_tokens,
+            "batch_tokens": self.llm.batch_tokens_key(device_type),
             "reuse_prefix": self.reuse_prefix,
         }
 

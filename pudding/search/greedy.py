@@ -6,7 +6,8 @@ The greedy loop is shared; only the way a trial ("the current omission set plus 
   definition, used by the tests and the benchmark.
 * :class:`FastEvaluator` gives the same numbers much faster:
 
-  - the request set is tokenised and batched once (``Scorer.prepare``), choices sharing a context in one row;
+  - the request set is tokenised and batched once (``Scorer.prepare``), choices sharing a context in one row, and
+    copied to the device once: every trial runs the same device-resident batches (``Prepared.on``);
   - removing block ``b`` changes nothing below ``b``: the input of ``b`` in the current model is the input of the
     next kept block once ``b`` is gone, so a trial runs only the kept blocks after ``b``, starting from hidden
     states recorded earlier (``Scorer.run(start_hidden=..., capture=...)``);

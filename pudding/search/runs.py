@@ -300,7 +300,9 @@ def run_search(
         check_barriers(base_num_blocks(opts.base, opts.cache_dir), opts.max_depth, opts.keep_first, opts.keep_last)
     runs, notes = plan_runs(opts, items)
     if base is None:
-        base = load_base(opts.base, dtype=opts.dtype, device=opts.device, cache_dir=opts.cache_dir)
+        base = load_base(
+            opts.base, dtype=opts.dtype, device=opts.device, cache_dir=opts.cache_dir, device_map=opts.device_map
+        )
     scorer = Scorer(base.model, base.tokenizer, batch_tokens=opts.batch_tokens)
     num_blocks = scorer.num_blocks
     dtype = dtype_record(base)
