@@ -147,22 +147,28 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+TASKS, LOSSES = ("arc_easy", "boolq", "piqa"), ("likelihood", "margin")
+
+
 def command(name: str, setup: dict, out: Path, processes: int, *extra: str) -> None:
     """``pudding <name>`` on the tiny LLM and the three tasks' files, in this process (the workers are spawned)."""
     from pudding.cli import main as pudding
 
     args = [name, "--base", str(setup["llm"]), "--data_dir", str(setup["tasks"]), "--dtype", "float32"]
-    args += ["--tasks", "arc_easy,boolq,piqa", "--router_fraction", "0.5", "--output", str(out)]
+    args += ["--tasks", ",".join(TASKS), "--router_fraction", "0.5", "--output", str(out)]
     pudding([*args, "--processes", str(processes), *map(str, extra)])
 
 
-def test_candidates_in_two_processes_write_the_file_of_one(self_setup, tmp_path, one_thread):
+def test_candidates_in_two_processes_write_the_file_of_one(self_setup, tmp_path, one_thread, capfd):
     """Six runs (three tasks × two losses) dealt to two workers, each writing its run files; the first merges them:
     the candidate file is byte for byte the one process's, and each worker searched some of the runs."""
     for processes in (1, 2):
-        command(
-            "candidates", self_setup, tmp_path / f"c{processes}.yaml", processes, "--num_omit", 2, "--num_samples", 8
-        )
+        capfd.readouterr()
+        out = tmp_path / f"c{processes}.yaml"
+        command("candidates", self_setup, out, processes, "--num_omit", 2, "--num_samples", 8)
+    searched = re.findall(r"\[worker (\d)/2\] \[\d/6 (\w+/\w+)\] done", capfd.readouterr().out)
+    assert sorted(name for _, name in searched) == sorted(f"{t}/{loss}" for t in TASKS for loss in LOSSES)
+    assert {worker for worker, _ in searched} == {"1", "2"}  # each worker searched some of the six runs
     one, two = (tmp_path / "c1.yaml").read_bytes(), (tmp_path / "c2.yaml").read_bytes()
     assert one == two and b"piqa" in one and b"boolq" in one
     assert len(list((tmp_path / "c2.yaml.runs").glob("*.json"))) == 6

@@ -15,7 +15,7 @@ from test_outcomes import SETS, make_items
 from pudding.core.errors import OptionError
 from pudding.core.outcomes import cache_key, compute_outcomes, set_key, shard_name, shard_store, spread_outcomes
 from pudding.core.scoring import Scorer
-from pudding.core.spread import Share, SpreadOptions, deal, rank_device, rank_devices, spread, wait_for
+from pudding.core.spread import Share, SpreadOptions, deal, rank_device, rank_devices, spread, text_cost, wait_for
 
 
 def test_deal_gives_every_unit_one_rank_and_balances_by_size():
@@ -30,6 +30,8 @@ def test_deal_gives_every_unit_one_rank_and_balances_by_size():
     assert sorted(i for r in range(3) for i in Share(r, 3).mine(owners)) == list(range(39))
     loads = [sum(c for c, o in zip(range(1, 40), owners, strict=True) if o == r) for r in range(3)]
     assert max(loads) - min(loads) <= 2  # i % 3 would give 247, 260 and 273
+    # a unit's size: each distinct context once (the engine packs its choices into one row), every continuation
+    assert text_cost([("Q: ab?", " yes"), ("Q: ab?", " no"), ("Other", " x")]) == 6 + 4 + 3 + 5 + 2
 
 
 def test_ranks_score_their_own_chunks_and_read_everyones(tiny_llama, tokenizer, tmp_path):

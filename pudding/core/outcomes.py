@@ -26,7 +26,7 @@ from pudding.core.errors import OptionError
 from pudding.core.models.omission import kept_blocks
 from pudding.core.prefix import run_paths
 from pudding.core.scoring import Scorer
-from pudding.core.spread import Share, deal, wait_for
+from pudding.core.spread import Share, deal, text_cost, wait_for
 from pudding.core.store import KeyedStore, digest
 from pudding.core.tasks import Item
 
@@ -217,15 +217,15 @@ def spread_outcomes(
 ) -> dict[str, Outcomes]:
     """:func:`compute_outcomes` of every task, the chunks shared among ``share.world`` processes.
 
-    The units are (task, chunk) pairs, dealt by their request text's length (:func:`pudding.core.spread.deal`): this
-    rank scores its own units into ``cache_dir`` (``on_chunk(task, done, total, scored_sets)`` after each), waits until
-    every unit's shard holds every set, polling the store, and then reads every task's outcomes from the shards,
-    exactly as one process reads a finished cache. Every rank returns the same outcomes; with ``Share()`` this is
-    :func:`compute_outcomes` task by task.
+    The units are (task, chunk) pairs, dealt by their size (:func:`pudding.core.spread.text_cost`,
+    :func:`~pudding.core.spread.deal`): this rank scores its own units into ``cache_dir`` (``on_chunk(task, done,
+    total, scored_sets)`` after each), waits until every unit's shard holds every set, polling the store, and then
+    reads every task's outcomes from the shards, exactly as one process reads a finished cache. Every rank returns
+    the same outcomes; with ``Share()`` this is :func:`compute_outcomes` task by task.
     """
     plans = [_plan(scorer, items, omission_sets, model_key, cache_dir, chunk_items) for items in items_by_task.values()]
     units = [(t, n) for t, plan in enumerate(plans) for n in range(len(plan.starts))]
-    costs = [sum(len(c) + len(x) for item in plans[t].chunk(n) for c, x in item.requests) for t, n in units]
+    costs = [text_cost(r for item in plans[t].chunk(n) for r in item.requests) for t, n in units]
     mine = [units[i] for i in share.mine(deal(costs, share.world))]
     for done, (t, n) in enumerate(mine, 1):
         _, scored = _score_chunk(scorer, plans[t], n, reuse_prefix)

@@ -23,7 +23,7 @@ import pickle
 import queue
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -79,6 +79,13 @@ def deal(costs: Sequence[float], world: int) -> list[int]:
         owners[index] = rank
         loads[rank] += float(costs[index])
     return owners
+
+
+def text_cost(requests: Iterable[tuple[str, str]]) -> int:
+    """A unit's size for :func:`deal`: the characters the scoring engine runs, each distinct context once (it packs
+    the choices that share a context into one row) plus every continuation."""
+    requests = list(requests)
+    return sum(len(context) for context in {c for c, _ in requests}) + sum(len(x) for _, x in requests)
 
 
 def wait_for(

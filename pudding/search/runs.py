@@ -33,7 +33,7 @@ from pudding.core.llm import LLMOptions
 from pudding.core.models.loading import BaseModel, base_num_blocks, load_base
 from pudding.core.options import as_int_list, as_str_list, check_positive
 from pudding.core.scoring import Scorer
-from pudding.core.spread import WHOLE, Share, SpreadOptions, deal, rank_device, spread, wait_for
+from pudding.core.spread import WHOLE, Share, SpreadOptions, deal, rank_device, spread, text_cost, wait_for
 from pudding.core.store import KeyedStore, digest
 from pudding.core.tasks import Item, TaskDataError, TaskOptions, router_items
 from pudding.search.greedy import FastEvaluator, NaiveEvaluator, SearchResult, StepInfo, check_barriers, greedy_search
@@ -412,12 +412,12 @@ def run_search(
 
 def search_units(runs: Sequence[RunSpec], share: Share = WHOLE) -> list[int]:
     """The indices of the runs ``share``'s rank searches: runs on one request set (the same task's items) go together,
-    since they share the evaluator's memo, and these groups are dealt by their request text's length."""
+    since they share the evaluator's memo; these groups are dealt by size (:func:`pudding.core.spread.text_cost`)."""
     groups: dict[tuple[str, str], list[int]] = {}
     for index, spec in enumerate(runs):
         groups.setdefault((spec.task, spec.rset.name), []).append(index)
     units = list(groups.values())
-    costs = [sum(len(c) + len(x) for c, x in runs[u[0]].rset.requests) for u in units]
+    costs = [text_cost(runs[u[0]].rset.requests) for u in units]
     return sorted(i for n in share.mine(deal(costs, share.world)) for i in units[n])
 
 
