@@ -242,7 +242,7 @@ def test_second_run_reuses_the_cache_without_loading_the_model(setup, first_run,
         raise AssertionError("the LLM was loaded although the outcomes are cached")
 
     monkeypatch.setattr(zeroshot, "load_base", refuse)
-    monkeypatch.setattr(zeroshot, "compute_outcomes", refuse)
+    monkeypatch.setattr(zeroshot, "spread_outcomes", refuse)
     cb = callback(setup)
     fit(setup, cb)
     assert cb.references == first_run[0].references and cb.history == first_run[0].history

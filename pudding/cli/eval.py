@@ -9,30 +9,34 @@ dtype and why, ``seconds``) and its ``.md``, ``.csv``, ``.png`` and ``.items.par
 set, the predicted choice, whether it is right; :mod:`pudding.core.item_records`) beside it. Rows: ``omit``
 (``--omit``), ``dense`` and one per candidate (``--candidates``), or ``dense`` alone. Items reserved for router
 training (tasks with no train split at hand) are excluded from evaluation; the command says so. A routed bundle
-against every baseline is ``pudding compare``; its accuracy–compute curve ``pudding curve``.
+against every baseline is ``pudding compare``; its accuracy–compute curve ``pudding curve``. ``--processes N``
+shares the scoring among N worker processes (one CUDA device each where there are several) with the same rows as one
+process (docs/spread.md).
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from pudding.cli.parse import parse_options
 from pudding.cli.report import run_command
 from pudding.core.candidates import check_omit, file_hash, load_candidates, resolve_base
 from pudding.core.errors import OptionError
-from pudding.core.io import OutputOptions
+from pudding.core.io import OutputOptions, print_line
 from pudding.core.llm import LLMOptions
 from pudding.core.models.loading import BaseModelError
 from pudding.core.options import as_int_list, check_positive
-from pudding.core.outcomes import compute_outcomes
+from pudding.core.outcomes import Outcomes, compute_outcomes, model_key, spread_outcomes
 from pudding.core.results import result_suffixes, rows_report, static_row, text_by_task, write_results
 from pudding.core.scoring import Scorer
-from pudding.core.tasks import TaskDataError, TaskOptions, eval_items
+from pudding.core.spread import WHOLE, Share, SpreadOptions, rank_device, rank_devices, spread
+from pudding.core.tasks import Item, TaskDataError, TaskOptions, eval_items
 
 
 @dataclass
-class EvalOptions(OutputOptions, TaskOptions, LLMOptions):
+class EvalOptions(SpreadOptions, OutputOptions, TaskOptions, LLMOptions):
     """Evaluate a base model on zero-shot tasks, dense or with blocks omitted.
 
     Args:
@@ -67,7 +71,12 @@ class EvalOptions(OutputOptions, TaskOptions, LLMOptions):
 
 
 def evaluate(opts: EvalOptions) -> dict:
-    """Evaluate ``opts.base`` dense, with ``opts.omit`` and for every candidate of ``opts.candidates``."""
+    """Evaluate ``opts.base`` dense, with ``opts.omit`` and for every candidate of ``opts.candidates``.
+
+    With ``processes`` N > 1 the (task, chunk) units are scored by N worker processes
+    (:func:`pudding.core.spread.spread`) into a temporary shard folder, and the table is built from the shards: the
+    same rows as one process.
+    """
     started = time.perf_counter()
     # ---- every check that needs more than the options: output, candidate file vs base model, task data
     if opts.output:
@@ -92,14 +101,14 @@ def evaluate(opts: EvalOptions) -> dict:
         notes[name] = note
         items_by_task[name] = items[: opts.limit] if opts.limit else items
 
-    # ---- the work: every set's outcome on every item, then one row per set
-    lm = opts.load(base_name)
-    scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=opts.batch_tokens, progress=opts.progress)
-    if scorer.num_blocks != num_blocks:
-        raise BaseModelError(
-            f"base model {base_name!r}: config says {num_blocks} blocks, the loaded model has {scorer.num_blocks}"
-        )
-    outcomes = {task: compute_outcomes(scorer, items, list(sets.values())) for task, items in items_by_task.items()}
+    # ---- the work: every set's outcome on every item (in one process, or shared by several), then one row per set
+    job = (opts, base_name, num_blocks, list(sets.values()), items_by_task)
+    if opts.processes > 1:
+        with tempfile.TemporaryDirectory(prefix="pudding-eval-") as shards:
+            print(f"scoring with {opts.processes} processes (shards in {shards})", flush=True)
+            outcomes, lm_record = spread(score_outcomes, *job, shards, processes=opts.processes)
+    else:
+        outcomes, lm_record = score_outcomes(*job)
     kinds = {"omit": "static", "dense": "dense"}
     rows = [static_row(name, kinds.get(name, "static"), outcomes, omit, num_blocks) for name, omit in sets.items()]
     seconds = time.perf_counter() - started
@@ -110,11 +119,11 @@ def evaluate(opts: EvalOptions) -> dict:
         "omit": opts.omit,
         "candidates": opts.candidates,
         "candidates_sha256": file_hash(opts.candidates) if opts.candidates else None,
-        **lm.dtype_choice.record(),
-        "device": str(lm.device),
+        **lm_record,
         "num_blocks": num_blocks,
-        "batch_tokens": scorer.batch_tokens,
         "average_metric": opts.average_metric,
+        "processes": opts.processes,
+        **({"devices": rank_devices(opts.device, opts.processes)} if opts.processes > 1 else {}),
         **asdict(data),
         "notes": notes,
     }
@@ -125,6 +134,36 @@ def evaluate(opts: EvalOptions) -> dict:
         paths = write_results(opts.output, rows, list(opts.tasks), report, opts.average_metric)
         print(f"wrote {paths[0]}, .md, .csv, .png and .items.parquet")
     return report
+
+
+def score_outcomes(
+    opts: EvalOptions,
+    base_name: str,
+    num_blocks: int,
+    sets: list[tuple[int, ...]],
+    items_by_task: dict[str, list[Item]],
+    shards: str | None = None,
+    share: Share = WHOLE,
+) -> tuple[dict[str, Outcomes], dict]:
+    """Every set's outcomes on every task's items, and how the model ran (dtype record, device).
+
+    Without ``shards`` one process scores task by task in memory; with it, this process is rank ``share.rank`` of
+    ``share.world`` and scores its share of the chunks into that folder, then reads everyone's
+    (:func:`pudding.core.outcomes.spread_outcomes`).
+    """
+    device = rank_device(opts.device, share)
+    lm = replace(opts.llm, device=device).load(base_name)
+    progress = opts.progress and share.lead
+    scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=opts.batch_tokens, progress=progress)
+    if scorer.num_blocks != num_blocks:
+        raise BaseModelError(
+            f"base model {base_name!r}: config says {num_blocks} blocks, the loaded model has {scorer.num_blocks}"
+        )
+    record = {**lm.dtype_choice.record(), "device": str(lm.device), "batch_tokens": scorer.batch_tokens}
+    if shards is None:
+        return {task: compute_outcomes(scorer, items, sets) for task, items in items_by_task.items()}, record
+    key = model_key(base_name, record["dtype"], lm.device.type)
+    return spread_outcomes(scorer, items_by_task, sets, key, shards, share, log=print_line), record
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from pudding.core.errors import OptionError
 from pudding.core.models.omission import kept_blocks
 from pudding.core.prefix import run_paths
 from pudding.core.scoring import Scorer
+from pudding.core.spread import Share, deal, text_cost, wait_for
 from pudding.core.store import KeyedStore, digest
 from pudding.core.tasks import Item
 
@@ -103,6 +104,72 @@ def shard_name(chunk: int) -> str:
     return f"chunk-{chunk:05d}.json"
 
 
+@dataclass
+class _TaskPlan:
+    """What scoring one task's chunks needs: its items, the set keys and kept blocks, the cache key and store."""
+
+    task: str
+    items: list[Item]
+    keys: list[str]
+    paths: dict[str, tuple[int, ...]]
+    key: str
+    store: KeyedStore | None
+    chunk_items: int
+
+    @property
+    def starts(self) -> range:
+        return range(0, len(self.items), self.chunk_items)
+
+    def chunk(self, n: int) -> list[Item]:
+        return self.items[n * self.chunk_items : (n + 1) * self.chunk_items]
+
+    def known(self, n: int) -> dict[str, list]:
+        """The sets chunk ``n``'s shard already holds (none without a cache)."""
+        shard = self.store.read(shard_name(n), self.key) if self.store is not None else None
+        return dict(shard["sets"]) if shard is not None and isinstance(shard.get("sets"), dict) else {}
+
+    def complete(self, n: int) -> bool:
+        """Whether chunk ``n``'s shard holds every set."""
+        known = self.known(n)
+        return all(k in known for k in self.keys)
+
+
+def _plan(
+    scorer: Scorer,
+    items: Sequence[Item],
+    omission_sets: Sequence[Sequence[int]],
+    model_key: str,
+    cache_dir: str | Path | None,
+    chunk_items: int,
+) -> _TaskPlan:
+    if chunk_items < 1:
+        raise OptionError(f"option chunk_items must be positive, got {chunk_items}")
+    items = list(items)
+    task = items[0].task if items else ""
+    keys = list(dict.fromkeys(set_key(omit) for omit in omission_sets))
+    paths = {k: tuple(kept_blocks([int(b) for b in k.split(",") if b], scorer.num_blocks)) for k in keys}
+    key = cache_key(scorer, model_key, items, chunk_items) if cache_dir is not None else ""
+    store = shard_store(cache_dir, task, key) if cache_dir is not None else None
+    return _TaskPlan(task, items, keys, paths, key, store, chunk_items)
+
+
+def _score_chunk(scorer: Scorer, plan: _TaskPlan, n: int, reuse_prefix: bool) -> tuple[dict[str, list], int]:
+    """Chunk ``n``'s outcomes under every set (from its shard where it has them) and how many sets were scored; the
+    shard is (re)written when any was."""
+    chunk = plan.chunk(n)
+    known = plan.known(n)
+    missing = [k for k in plan.keys if k not in known]
+    if missing:
+        prepared = scorer.prepare([req for item in chunk for req in item.requests])
+        scores = run_paths(scorer, prepared, [plan.paths[k] for k in missing], reuse_prefix)
+        for k in missing:
+            results = judge(chunk, split_scores(chunk, scores[plan.paths[k]]))
+            known[k] = [[r.pred, r.pred_norm] for r in results]
+        if plan.store is not None:
+            plan.store.write(shard_name(n), plan.key, {"item_ids": [i.item_id for i in chunk], "sets": known})
+    return known, len(missing)
+
+
 def compute_outcomes(
     scorer: Scorer,
     items: Sequence[Item],
@@ -118,38 +185,58 @@ def compute_outcomes(
     ``model_key`` names the model, dtype and device (it keys the cache); ``on_chunk(done, total, scored_sets)`` is
     called after each chunk (progress).
     """
-    if chunk_items < 1:
-        raise OptionError(f"option chunk_items must be positive, got {chunk_items}")
-    items = list(items)
-    task = items[0].task if items else ""
-    keys = list(dict.fromkeys(set_key(omit) for omit in omission_sets))
-    paths = {k: tuple(kept_blocks([int(b) for b in k.split(",") if b], scorer.num_blocks)) for k in keys}
-    key = cache_key(scorer, model_key, items, chunk_items) if cache_dir is not None else ""
-    pred = {k: np.zeros(len(items), dtype=np.int64) for k in keys}
-    pred_norm = {k: np.zeros(len(items), dtype=np.int64) for k in keys}
-    starts = range(0, len(items), chunk_items)
+    plan = _plan(scorer, items, omission_sets, model_key, cache_dir, chunk_items)
+    items = plan.items
+    pred = {k: np.zeros(len(items), dtype=np.int64) for k in plan.keys}
+    pred_norm = {k: np.zeros(len(items), dtype=np.int64) for k in plan.keys}
+    starts = plan.starts
     for n, lo in enumerate(starts):
-        chunk = items[lo : lo + chunk_items]
-        store = shard_store(cache_dir, task, key) if cache_dir is not None else None
-        shard = store.read(shard_name(n), key) if store is not None else None
-        known = dict(shard["sets"]) if shard is not None and isinstance(shard.get("sets"), dict) else {}
-        missing = [k for k in keys if k not in known]
-        if missing:
-            prepared = scorer.prepare([req for item in chunk for req in item.requests])
-            scores = run_paths(scorer, prepared, [paths[k] for k in missing], reuse_prefix)
-            for k in missing:
-                results = judge(chunk, split_scores(chunk, scores[paths[k]]))
-                known[k] = [[r.pred, r.pred_norm] for r in results]
-            if store is not None:
-                store.write(shard_name(n), key, {"item_ids": [i.item_id for i in chunk], "sets": known})
-        for k in keys:
+        known, scored = _score_chunk(scorer, plan, n, reuse_prefix)
+        size = len(plan.chunk(n))
+        for k in plan.keys:
             values = np.asarray(known[k], dtype=np.int64).reshape(-1, 2)
-            pred[k][lo : lo + len(chunk)] = values[:, 0]
-            pred_norm[k][lo : lo + len(chunk)] = values[:, 1]
+            pred[k][lo : lo + size] = values[:, 0]
+            pred_norm[k][lo : lo + size] = values[:, 1]
         if on_chunk is not None:
-            on_chunk(n + 1, len(starts), len(missing))
+            on_chunk(n + 1, len(starts), scored)
     gold = np.array([item.gold for item in items], dtype=np.int64)
-    return Outcomes(task, [item.item_id for item in items], gold, pred, pred_norm)
+    return Outcomes(plan.task, [item.item_id for item in items], gold, pred, pred_norm)
+
+
+def spread_outcomes(
+    scorer: Scorer,
+    items_by_task: Mapping[str, Sequence[Item]],
+    omission_sets: Sequence[Sequence[int]],
+    model_key: str,
+    cache_dir: str | Path,
+    share: Share,
+    chunk_items: int = DEFAULT_CHUNK_ITEMS,
+    reuse_prefix: bool = True,
+    on_chunk: Callable[[str, int, int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Outcomes]:
+    """:func:`compute_outcomes` of every task, the chunks shared among ``share.world`` processes.
+
+    The units are (task, chunk) pairs, dealt by their size (:func:`pudding.core.spread.text_cost`,
+    :func:`~pudding.core.spread.deal`): this rank scores its own units into ``cache_dir`` (``on_chunk(task, done,
+    total, scored_sets)`` after each), waits until every unit's shard holds every set, polling the store, and then
+    reads every task's outcomes from the shards, exactly as one process reads a finished cache. Every rank returns
+    the same outcomes; with ``Share()`` this is :func:`compute_outcomes` task by task.
+    """
+    plans = [_plan(scorer, items, omission_sets, model_key, cache_dir, chunk_items) for items in items_by_task.values()]
+    units = [(t, n) for t, plan in enumerate(plans) for n in range(len(plan.starts))]
+    costs = [text_cost(r for item in plans[t].chunk(n) for r in item.requests) for t, n in units]
+    mine = [units[i] for i in share.mine(deal(costs, share.world))]
+    for done, (t, n) in enumerate(mine, 1):
+        _, scored = _score_chunk(scorer, plans[t], n, reuse_prefix)
+        if on_chunk is not None:
+            on_chunk(plans[t].task, done, len(mine), scored)
+    if share.spread:
+        wait_for(lambda: sum(not plans[t].complete(n) for t, n in units), "outcome shards", log)
+    return {
+        task: compute_outcomes(scorer, items, omission_sets, model_key, cache_dir, chunk_items, reuse_prefix)
+        for task, items in items_by_task.items()
+    }
 
 
 def summarize_outcomes(outcomes: Outcomes, key: str, metrics: Sequence[str]) -> dict[str, float | int]:

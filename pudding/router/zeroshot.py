@@ -22,12 +22,16 @@ The outcomes are cached under ``cache_dir`` in one small JSON table whose key co
 dtype, the device type, the candidate file's sha256, the omission sets, the scoring batch budget and a digest of
 every item; a later run with the same key loads it without loading the LLM. While computing, each chunk of items is
 also kept as a :mod:`pudding.core.outcomes` shard, so an interrupted computation resumes where it stopped.
+
+Under DDP the ranks share that one-time scoring (:func:`pudding.core.outcomes.spread_outcomes`): each scores its
+share of the chunks into ``outcomes_dir`` and waits for the others' shards by polling the folder, not in a collective,
+so a long scoring cannot run into the process group's timeout; ``outcomes_dir`` must be one folder all ranks see.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,14 +49,15 @@ from pudding.core.outcomes import (
     DEFAULT_CHUNK_ITEMS,
     DEFAULT_OUTCOMES_DIR,
     Outcomes,
-    compute_outcomes,
     items_key,
     model_key,
     set_key,
+    spread_outcomes,
 )
 from pudding.core.outcomes_progress import outcomes_saver
 from pudding.core.results import routed_row, spread_rows, static_row
 from pudding.core.scoring import Scorer
+from pudding.core.spread import WHOLE, Share
 from pudding.core.store import KeyedStore, digest
 from pudding.core.tasks import DataOptions, Item, eval_items, parse_task_list
 from pudding.router.static import best_static_index
@@ -246,7 +251,9 @@ class ZeroShotEvalCallback(Callback):
 
     # ---------------------------------------------------------------------------------------- once per run
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Load the items and every candidate's outcomes on them (rank 0 computes, the others receive)."""
+        """Load the items and every candidate's outcomes on them. Under DDP the ranks share the scoring: each scores
+        its own chunks into ``outcomes_dir`` and waits for the others' by polling it (no collective while anyone
+        scores, so no process-group timeout), then every rank reads the same outcomes from the shards."""
         if self.outcomes is not None:
             return
         data = trainer.datamodule
@@ -260,8 +267,9 @@ class ZeroShotEvalCallback(Callback):
         device = self.llm.run_device(pl_module.device)
         rows = [*getattr(data, "train_set", []), *getattr(data, "val_set", [])]
         sets = self.plan(meta, rows, router.omission_sets, device)
-        outcomes = self.load_or_compute(sets, router) if trainer.is_global_zero else None
-        outcomes = trainer.strategy.broadcast(outcomes, src=0)
+        share = Share(trainer.global_rank, trainer.world_size)
+        barrier = (lambda: trainer.strategy.barrier("pudding-zeroshot-seeded")) if share.spread else None
+        outcomes = self.load_or_compute(sets, router, share, barrier)
         best = self._best_static(router, data)
         refs = reference_accuracies(outcomes, self.sets, best, self.num_blocks, self.metric)
         self.references = {}
@@ -321,18 +329,36 @@ class ZeroShotEvalCallback(Callback):
         self.table_path = self.cache_dir / f"table-{self._key[:16]}.json"
         return sets
 
-    def load_or_compute(self, sets: list[tuple[int, ...]], router: Any = None) -> dict[str, Outcomes]:
+    def load_or_compute(
+        self,
+        sets: list[tuple[int, ...]],
+        router: Any = None,
+        share: Share = WHOLE,
+        barrier: Callable[[], None] | None = None,
+    ) -> dict[str, Outcomes]:
         """The outcome table of :meth:`plan`'s key: read from ``cache_dir``, or computed with the LLM and saved.
 
         When the LLM is loaded here and ``router`` is a ``self`` router, the items' router features are computed
-        from that same copy (:meth:`share_llm`).
+        from that same copy (:meth:`share_llm`). With ``share`` one of several ranks (DDP), every rank calls this:
+        rank 0 first unpacks ``outcomes_progress`` (seconds), ``barrier`` (every rank, cache hit or not) makes the
+        others start after it, then the ranks score their shares (:func:`pudding.core.outcomes.spread_outcomes`)
+        and rank 0 alone writes the table.
         """
         outcomes = load_table(self.table_path, self._key)
+        saver = None
+        if outcomes is None and self.outcomes_progress is not None and share.lead:
+            saver = outcomes_saver(
+                self.outcomes_dir, self.outcomes_progress, log=lambda s: rank_zero_info(f"[zeroshot] {s}")
+            )
+            saver.seed()
+        if barrier is not None:
+            barrier()
         if outcomes is not None:
             rank_zero_info(f"[zeroshot] outcomes loaded from {self.table_path}")
             return outcomes
-        outcomes = self._compute(self._base, self._dtype, self._device, sets, router)
-        save_table(self.table_path, self._key, self._identity, outcomes)
+        outcomes = self._compute(self._base, self._dtype, self._device, sets, router, share, saver)
+        if share.lead:
+            save_table(self.table_path, self._key, self._identity, outcomes)
         return outcomes
 
     def _load_items(self, meta: dict, rows: Sequence[dict]) -> dict[str, list[Item]]:
@@ -364,16 +390,19 @@ class ZeroShotEvalCallback(Callback):
         return items
 
     def _compute(
-        self, base: str, dtype: str, device: torch.device, sets: list[tuple[int, ...]], router: Any = None
+        self,
+        base: str,
+        dtype: str,
+        device: torch.device,
+        sets: list[tuple[int, ...]],
+        router: Any = None,
+        share: Share = WHOLE,
+        saver: Any = None,
     ) -> dict:
-        """Score the dense model and every candidate on the items once, then free the LLM."""
-        rank_zero_info(f"[zeroshot] computing outcomes of {len(sets)} candidates + dense with {base} ({dtype})")
-        saver = None
-        if self.outcomes_progress is not None:
-            saver = outcomes_saver(
-                self.outcomes_dir, self.outcomes_progress, log=lambda s: rank_zero_info(f"[zeroshot] {s}")
-            )
-            saver.seed()
+        """Score the dense model and every candidate on the items once (this rank's share of the chunks, then the
+        others' read from the shards), then free the LLM."""
+        spread = f" (rank {share.rank} of {share.world} scores its share)" if share.spread else ""
+        rank_zero_info(f"[zeroshot] computing outcomes of {len(sets)} candidates + dense with {base} ({dtype}){spread}")
         lm = load_base(base, dtype=dtype, device=str(device), cache_dir=self.llm.cache_dir)
         try:
             scorer = Scorer(lm.model, lm.tokenizer, batch_tokens=self.llm.batch_tokens)
@@ -383,25 +412,31 @@ class ZeroShotEvalCallback(Callback):
                         f"ZeroShotEvalCallback: omission set {list(s)} names blocks beyond the {scorer.num_blocks} "
                         f"of base model {base!r}"
                     )
-            outcomes = {}
-            for task, items in self.items.items():
 
-                def progress(done: int, total: int, scored: int, task: str = task) -> None:
-                    rank_zero_info(f"[zeroshot] {task}: chunk {done}/{total} ({scored} sets scored)")
-                    if saver is not None:
-                        saver.maybe_save()
+            chunks: list[int] = []
 
-                outcomes[task] = compute_outcomes(
-                    scorer,
-                    items,
-                    list(dict.fromkeys([(), *sets])),  # the dense model once, also when it is a choice
-                    model_key=model_key(base, dtype, device.type),
-                    cache_dir=self.outcomes_dir,
-                    chunk_items=self.chunk_items,
-                    on_chunk=progress,
-                )
+            def progress(task: str, done: int, total: int, scored: int) -> None:
+                rank_zero_info(f"[zeroshot] {task}: chunk {done}/{total} ({scored} sets scored)")
+                chunks.append(scored)
                 if saver is not None:
-                    saver.save()
+                    saver.maybe_save()
+
+            outcomes = spread_outcomes(
+                scorer,
+                self.items,
+                list(dict.fromkeys([(), *sets])),  # the dense model once, also when it is a choice
+                model_key(base, dtype, device.type),
+                self.outcomes_dir,
+                share,
+                chunk_items=self.chunk_items,
+                on_chunk=progress,
+                log=lambda s: rank_zero_info(f"[zeroshot] {s}"),
+            )
+            if share.spread:  # every rank says what it did: the work was shared, not left to rank 0
+                scored = sum(1 for n in chunks if n)
+                print(f"[zeroshot] rank {share.rank}: {len(chunks)} chunks of its share, {scored} scored", flush=True)
+            if saver is not None:
+                saver.save()
             self.share_llm(router, lm)
             return outcomes
         finally:

@@ -15,6 +15,7 @@ the steps before it.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from pudding.core.llm import LLMOptions
 from pudding.core.models.loading import BaseModel, base_num_blocks, load_base
 from pudding.core.options import as_int_list, as_str_list, check_positive
 from pudding.core.scoring import Scorer
+from pudding.core.spread import WHOLE, Share, SpreadOptions, deal, rank_device, spread, text_cost, wait_for
 from pudding.core.store import KeyedStore, digest
 from pudding.core.tasks import Item, TaskDataError, TaskOptions, router_items
 from pudding.search.greedy import FastEvaluator, NaiveEvaluator, SearchResult, StepInfo, check_barriers, greedy_search
@@ -51,7 +53,7 @@ SEARCH_VERSION = 2
 
 
 @dataclass
-class SearchOptions(OutputOptions, TaskOptions, LLMOptions):
+class SearchOptions(SpreadOptions, OutputOptions, TaskOptions, LLMOptions):
     """Search candidate omission sets: one greedy block-removal run per task × loss, merged into one file.
 
     Everything a candidate search is configured by: the ``pudding candidates`` options, checked on construction.
@@ -281,13 +283,29 @@ def run_search(
     naive: bool = False,
     log: Callable[[str], None] = print_line,
     stats: list[dict] | None = None,
-) -> CandidateSet:
+    share: Share = WHOLE,
+) -> CandidateSet | None:
     """Do every run not already finished in ``opts.run_dir``, then merge and write ``opts.output`` atomically.
 
     ``base`` skips loading ``opts.base`` (its name is still what the file records); ``naive`` uses the reference
     evaluator (slow; tests and benchmarks only); ``stats``, when given, receives one dict of work counters and
     seconds per searched run (benchmarks).
+
+    With ``opts.processes`` N > 1 (and ``share`` the whole job) N worker processes share the runs
+    (:func:`pudding.core.spread.spread`) and rank 0's candidate set is returned. A worker (``share`` rank r of N)
+    searches the runs :func:`search_units` deals it, each into its run file, waits until every run file is there
+    (polling ``run_dir``), and rank 0 merges and writes the file as one process does from finished runs; the other
+    ranks return None.
     """
+    if opts.processes > 1 and not share.spread and opts.from_runs is None:
+        if base is not None:
+            raise OptionError("option processes: each worker loads its own base model; a model passed in needs 1")
+        check_output(opts.output, opts.overwrite)
+        log(f"searching with {opts.processes} processes (runs kept in {opts.run_dir})")
+        return spread(run_search, opts, None, items, naive, log, stats, processes=opts.processes)
+    if share.spread:
+        opts = replace_device(opts, rank_device(opts.device, share))
+        log = prefixed(log, f"[worker {share.rank + 1}/{share.world}] ")
     # every check that needs no model first: output path, block budget, task data
     check_output(opts.output, opts.overwrite)
     if opts.from_runs is not None:
@@ -311,12 +329,16 @@ def run_search(
         log(note)
     started = time.perf_counter()
     evaluators: dict[str, FastEvaluator | NaiveEvaluator] = {}
-    records: list[RunRecord] = []
+    records: list[RunRecord | None] = []
+    mine = set(search_units(runs, share))
     for index, spec in enumerate(runs):
         key = run_key(opts, spec, num_blocks, dtype["dtype"])
         path = run_path(opts, spec, key)
         record = load_run(path, key)
         tag = f"[{index + 1}/{len(runs)} {spec.name}]"
+        if record is None and index not in mine:
+            records.append(None)  # another worker's run, read back below
+            continue
         if record is not None:
             log(f"{tag} finished earlier: omit {record.omit} ({path})")
             records.append(record)
@@ -370,6 +392,15 @@ def run_search(
         partial_path.unlink(missing_ok=True)
         log(f"{tag} done: omit {record.omit} (dense loss {result.dense_loss:.5f}); saved {path}")
         records.append(record)
+    if share.spread:
+        keys = [run_key(opts, spec, num_blocks, dtype["dtype"]) for spec in runs]
+        paths = [run_path(opts, spec, key) for spec, key in zip(runs, keys, strict=True)]
+        wait_for(lambda: sum(not p.is_file() for p in paths), "run files", log)
+        if not share.lead:
+            return None
+        records = [r if r is not None else load_run(p, k) for r, p, k in zip(records, paths, keys, strict=True)]
+        if any(r is None for r in records):
+            raise CandidateFileError(f"{opts.run_dir}: a run file another worker wrote is unreadable; run again")
     cset = build_candidate_set(opts, records, num_blocks, notes, dtype)
     if len(cset) < 2:
         raise CandidateFileError(
@@ -379,6 +410,29 @@ def run_search(
     cset.save(opts.output)
     log(f"wrote {opts.output}: {len(cset)} candidates from {len(records)} runs ({time.perf_counter() - started:.0f}s)")
     return cset
+
+
+def search_units(runs: Sequence[RunSpec], share: Share = WHOLE) -> list[int]:
+    """The indices of the runs ``share``'s rank searches: runs on one request set (the same task's items) go together,
+    since they share the evaluator's memo; these groups are dealt by size (:func:`pudding.core.spread.text_cost`)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, spec in enumerate(runs):
+        groups.setdefault((spec.task, spec.rset.name), []).append(index)
+    units = list(groups.values())
+    costs = [text_cost(runs[u[0]].rset.requests) for u in units]
+    return sorted(i for n in share.mine(deal(costs, share.world)) for i in units[n])
+
+
+def replace_device(opts: SearchOptions, device: str) -> SearchOptions:
+    """A copy of ``opts`` that runs on ``device`` (a worker's own)."""
+    copied = copy.copy(opts)
+    copied.device = device
+    return copied
+
+
+def prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    """``log`` with every line prefixed (which worker says it)."""
+    return lambda text: log(prefix + text)
 
 
 def _counters(evaluator: FastEvaluator | NaiveEvaluator) -> dict[str, int]:
