@@ -20,7 +20,6 @@ peak resident set (``ru_maxrss``), which only grows, so it is reported once for 
 
 from __future__ import annotations
 
-import platform
 import resource
 import statistics
 import time
@@ -175,21 +174,6 @@ def peak_memory_mb(device: torch.device) -> float:
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-
-def machine() -> dict[str, object]:
-    """What the figures were measured on: CPU model and its bf16 features, threads, GPU name where used."""
-    info: dict[str, object] = {"platform": platform.platform(), "torch_threads": torch.get_num_threads()}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        text = cpuinfo.read_text(errors="replace")
-        model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-        info["cpu"] = model
-        info["amx_bf16"] = "amx_bf16" in text
-        info["avx512_bf16"] = "avx512_bf16" in text
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 FILLER = (
