@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint pipeline data release release-build bench demo curve tables clean-cache
+.PHONY: setup test lint pipeline data release release-build release-bundle bench demo curve tables clean-cache
 
 setup:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -141,14 +141,14 @@ checkpoints/eval/curve.json: checkpoints/router/bundle_budget/router.json checkp
 # items per task. Their outcomes (dense, the 12 candidates, SLEB) are in the tracked progress file, scored in float32
 # (RESULTS_DTYPE), so nothing is scored again; a stage whose output exists is skipped.
 SELF_ROUTER := --model.encoder self --model.pooling mean_last --model.lr 1e-3 --model.dropout 0.1 --trainer.max_epochs 20
+SELF_FIT := $(VENV)/bin/pudding-train fit --config configs/router.yaml $(SELF_ROUTER) --data.llm.dtype $(RESULTS_DTYPE) \
+	--trainer.callbacks.llm.dtype $(RESULTS_DTYPE) --bundle checkpoints/router/bundle_self
 tables: setup
 	test -f checkpoints/router_dataset/pudding_meta.json || $(VENV)/bin/pudding dataset \
 		--scores $(RELEASE)/router_scores.parquet --data_dir $(DATA_DIR)
 	test -f checkpoints/router/bundle/router.json || $(VENV)/bin/pudding-train fit --config configs/router.yaml \
 		--trainer.callbacks.llm.dtype $(RESULTS_DTYPE)
-	test -f checkpoints/router/bundle_self/router.json || $(VENV)/bin/pudding-train fit --config configs/router.yaml \
-		$(SELF_ROUTER) --data.llm.dtype $(RESULTS_DTYPE) --trainer.callbacks.llm.dtype $(RESULTS_DTYPE) \
-		--bundle checkpoints/router/bundle_self
+	test -f checkpoints/router/bundle_self/router.json || $(SELF_FIT)
 	for router in bert self; do \
 		bundle=checkpoints/router/bundle; [ $$router = self ] && bundle=checkpoints/router/bundle_self; \
 		$(VENV)/bin/pudding compare --bundle $$bundle --data_dir $(DATA_DIR) --dtype $(RESULTS_DTYPE) \
@@ -157,6 +157,20 @@ tables: setup
 			--outcomes_progress $(EVAL_PROGRESS) --output checkpoints/eval/200/routed_$$router.json --overwrite true \
 		|| exit 1; \
 	done
+
+# The released router bundle, checkpoints/release/bundle_self (the bundle the name `default` resolves to): the self
+# router fitted on the released router data with the settings of `make tables`, in one thread (the fit's numbers
+# depend on the thread count; one thread is also the fastest on a busy 2-core machine), into
+# checkpoints/router/bundle_release, then copied there with a manifest.yaml (commands, time and machine from
+# configs/release_bundle.yaml; the fit's validation metrics, versions, every file's sha256). Delete
+# checkpoints/router/bundle_release to fit it again.
+release-bundle: setup
+	test -f checkpoints/router_dataset/pudding_meta.json || $(VENV)/bin/pudding dataset \
+		--scores $(RELEASE)/router_scores.parquet --data_dir $(DATA_DIR) --dtype $(RESULTS_DTYPE)
+	test -f checkpoints/router/bundle_release/router.json || OMP_NUM_THREADS=1 $(VENV)/bin/pudding-train fit \
+		--config configs/router.yaml $(SELF_ROUTER) --data.llm.dtype $(RESULTS_DTYPE) \
+		--trainer.callbacks.llm.dtype $(RESULTS_DTYPE) --bundle checkpoints/router/bundle_release
+	$(VENV)/bin/pudding release --config configs/release_bundle.yaml --overwrite true
 
 bench: setup
 	$(PY) benchmarks/eval_vs_lmeval.py --data_dir $(DATA_DIR)

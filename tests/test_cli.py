@@ -110,6 +110,7 @@ def _command_options():
     from pudding.cli.curve import CurveOptions
     from pudding.cli.dataset import DatasetOptions
     from pudding.cli.eval import EvalOptions
+    from pudding.cli.generate import GenerateOptions
     from pudding.cli.release import ReleaseOptions
     from pudding.search import SearchOptions
 
@@ -121,10 +122,13 @@ def _command_options():
         "dataset": DatasetOptions,
         "bench": BenchOptions,
         "release": ReleaseOptions,
+        "generate": GenerateOptions,
     }
 
 
-@pytest.mark.parametrize("command", ["eval", "compare", "curve", "candidates", "dataset", "bench", "release"])
+@pytest.mark.parametrize(
+    "command", ["eval", "compare", "curve", "candidates", "dataset", "bench", "release", "generate"]
+)
 def test_help_lists_every_option_flat_with_docstring_and_default(command, capsys):
     """Each field of the command's options dataclass is a flat flag whose help has its docstring and default."""
     from dataclasses import MISSING, fields
@@ -184,6 +188,9 @@ def test_options_parse_flat_flags_and_flat_yaml_config(tmp_path):
         ("bench", {"repeats": 0}, "option repeats: must be at least 1, got 0"),
         ("bench", {"lengths": "64,0"}, "option lengths"),
         ("bench", {"threads": 0}, "option threads"),
+        ("generate", {"max_new_tokens": 0}, "option max_new_tokens: must be at least 1, got 0"),
+        ("release", {"dataset": None}, "options dataset and bundle: give one of the two"),
+        ("release", {"bundle": "b"}, "options dataset and bundle: give one of the two"),
     ],
 )
 def test_option_groups_check_themselves(command, values, message):

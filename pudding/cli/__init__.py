@@ -20,6 +20,7 @@ COMMANDS = {
     "compare": ("pudding.cli.compare", "a router bundle's routed accuracy against every baseline, in one table"),
     "curve": ("pudding.cli.curve", "a router bundle's accuracy against blocks kept, across compute budgets"),
     "bench": ("pudding.cli.bench", "pre-fill and generation speed, dense vs routed by a router bundle"),
+    "generate": ("pudding.cli.generate", "route a prompt, print the chosen set and the generated text"),
     "release": ("pudding.cli.release", "package candidates and router scores as a release folder"),
 }
 

@@ -20,8 +20,9 @@ from pudding.cli.report import run_command
 from pudding.core.errors import OptionError
 from pudding.core.io import OutputOptions, atomic_write_json, check_output
 from pudding.core.llm import LLMOptions
+from pudding.core.models.dtype import machine
 from pudding.core.options import as_int_list, check_positive
-from pudding.routed.bench import MemoryProbe, bench_length, machine, peak_memory_mb, plot_bench
+from pudding.routed.bench import MemoryProbe, bench_length, peak_memory_mb, plot_bench
 from pudding.router.budget import lambda_text, parse_budget
 from pudding.router.bundle import check_bundle
 
@@ -34,7 +35,8 @@ class BenchOptions(OutputOptions, LLMOptions):
         base: Base model; None: the one the bundle was trained for.
         output: JSON report, written atomically.
         overwrite: Replace existing ``output`` / ``plot`` files (without it they are an error, found up front).
-        bundle: Router bundle folder (written at the end of ``pudding-train fit``).
+        bundle: Router bundle folder (written at the end of ``pudding-train fit``); ``default``: the released one
+            (``checkpoints/release/bundle_self``, the default model's ``self`` router).
         lengths: Prompt lengths in tokens (batch 1), YAML list or comma-separated.
         new_tokens: Tokens to generate for the generation-speed figure (0 skips it).
         repeats: Timed runs per figure (median and spread are reported).

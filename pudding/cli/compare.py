@@ -28,7 +28,8 @@ class CompareOptions(OutputOptions, TaskOptions, BundleSettings):
     """Routed pruning of a router bundle against every baseline.
 
     Args:
-        bundle: A router bundle (written by ``pudding-train fit``).
+        bundle: A router bundle (written by ``pudding-train fit``); ``default``: the released one
+            (``checkpoints/release/bundle_self``, the default model's ``self`` router).
         base: Base model; null: the bundle's. Another model must have the same number of blocks.
         tasks: Tasks to evaluate, a YAML list or comma-separated: arc_easy, arc_challenge, boolq, hellaswag, piqa,
             winogrande.

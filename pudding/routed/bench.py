@@ -23,7 +23,6 @@ cannot tell configurations apart; it is reported once for the whole run (the rep
 
 from __future__ import annotations
 
-import platform
 import resource
 import statistics
 import time
@@ -209,21 +208,6 @@ def peak_memory_mb(device: torch.device, rows: Sequence[dict] = ()) -> float | N
         peaks = [mb for row in rows for mb in row.get("peak_memory_mb", {}).values() if mb is not None]
         return max(peaks, default=None)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def machine() -> dict[str, object]:
-    """What the figures were measured on: CPU model and its bf16 features, threads, GPU name where used."""
-    info: dict[str, object] = {"platform": platform.platform(), "torch_threads": torch.get_num_threads()}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        text = cpuinfo.read_text(errors="replace")
-        model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-        info["cpu"] = model
-        info["amx_bf16"] = "amx_bf16" in text
-        info["avx512_bf16"] = "avx512_bf16" in text
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 FILLER = (

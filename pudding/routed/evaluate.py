@@ -49,7 +49,7 @@ from pudding.core.results import (
 from pudding.core.scoring import Scorer
 from pudding.core.tasks import DataOptions, TaskDataError, eval_items
 from pudding.router.budget import lambda_text
-from pudding.router.bundle import check_bundle, check_bundle_files
+from pudding.router.bundle import check_bundle, check_bundle_files, resolve_bundle
 from pudding.router.static import best_static_by_depth, best_static_by_task
 from pudding.routerdata.dataset import RouterDataError, load_router_dataset
 from pudding.search.sleb import sleb_search, sleb_sets, sleb_texts
@@ -227,7 +227,7 @@ def prepare_bundle(
     from pudding.router.bundle import load_bundle
 
     settings = settings or BundleSettings()
-    bundle_dir = Path(bundle)
+    bundle_dir = resolve_bundle(bundle)
     meta_path = bundle_dir / "dataset_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     check_split(meta, options)
@@ -284,7 +284,7 @@ def prepare_bundle(
 
     preds = {task: router.predict_texts([item.router_text for item in items]) for task, items in items_by_task.items()}
     return BundleRun(
-        bundle=str(bundle),
+        bundle=str(bundle_dir),
         tasks=list(tasks),
         cset=cset,
         router=router,

@@ -78,6 +78,8 @@ class PuddingModel:
         self.omission_sets = [validate_omission(s, num_blocks) for s in router.omission_sets]
         self.bundle = bundle or {}
         self.bundle_dir: Path | None = None
+        self.last_choices: list[int] = []
+        """The choice (index into :attr:`candidate_names`) of each prompt of the last :meth:`generate` call."""
         if self.is_self:  # the router reads this very model's first blocks
             self.router.encoder.attach(lm.model, lm.tokenizer, batch_tokens=batch_tokens)
 
@@ -85,7 +87,9 @@ class PuddingModel:
     def from_pretrained(
         cls, bundle_dir: str | Path, budget: float | str | None = None, **llm: str | int | None
     ) -> PuddingModel:
-        """Load a router bundle and its base model (the bundle's own unless ``base`` names another one).
+        """Load a router bundle (a folder, or ``default``: the released ``self`` router of the default base model,
+        :func:`pudding.router.bundle.resolve_bundle`) and its base model (the bundle's own unless ``base`` names
+        another one).
 
         ``llm``: the base LLM's settings, the fields of :class:`~pudding.core.llm.LLMOptions` (``base``, ``dtype``,
         ``device``, ``batch_tokens``, ``cache_dir``, ``device_map``).
@@ -96,11 +100,11 @@ class PuddingModel:
         to the dense model when it is a choice; without one, to its best largest-kept candidate.
         """
         from pudding.router.budget import parse_budget
-        from pudding.router.bundle import load_bundle
+        from pudding.router.bundle import check_bundle_files, load_bundle
 
         budget = parse_budget(budget)  # a bad budget fails before the base model loads
         options = LLMOptions(**llm)
-        bundle_dir = Path(bundle_dir)
+        bundle_dir = check_bundle_files(bundle_dir)  # a missing bundle fails before the base model loads
         candidates = load_candidates(bundle_dir / "candidates.yaml")
         lm = options.load(candidates.base_model)
         router, config = load_bundle(bundle_dir, base_num_blocks=len(get_layers(lm.model)), lm=lm, budget=budget)
@@ -210,7 +214,8 @@ class PuddingModel:
         """Continue each prompt with the chosen blocks skipped for the whole generation (prefill and every step).
 
         Prompts of one chosen candidate are generated together, left-padded; ``generate_kwargs`` go to
-        ``transformers``' ``generate`` (greedy with 32 new tokens unless given). Returns the new text only.
+        ``transformers``' ``generate`` (greedy with 32 new tokens unless given). Returns the new text only; each
+        prompt's choice is left in :attr:`last_choices`.
 
         With a ``self`` router the first blocks run once on all prompts together, filling their share of the KV
         cache; each prompt is routed from their output and its chosen set's other blocks continue from there
@@ -224,6 +229,7 @@ class PuddingModel:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         generate_kwargs.setdefault("pad_token_id", pad_id)
         out: list[str | None] = [None] * len(prompts)
+        chosen: list[int] = [-1] * len(prompts)
         saved_side, saved_pad = tokenizer.padding_side, tokenizer.pad_token
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
@@ -243,9 +249,11 @@ class PuddingModel:
                 new = generated[:, batch["input_ids"].shape[1] :]
                 for p, ids in zip(positions, new, strict=True):
                     out[p] = tokenizer.decode(ids, skip_special_tokens=True)
+                    chosen[p] = int(choice)
         finally:
             tokenizer.padding_side = saved_side
             tokenizer.pad_token = saved_pad
+        self.last_choices = chosen
         return out  # type: ignore[return-value]
 
     def _self_prefill(self, prompts: Sequence[str]) -> list[tuple[int, list[int], dict]]:

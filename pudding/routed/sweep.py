@@ -56,6 +56,7 @@ from pudding.core.results import depth_counts, routed_row, spread_rows, static_r
 from pudding.core.tasks import DataOptions, get_task
 from pudding.routed.evaluate import BundleRun, BundleSettings, prepare_bundle, run_config
 from pudding.router.budget import lambda_text
+from pudding.router.bundle import resolve_bundle
 
 SERIES = ("dense", "sleb", "best_static", "fixed_router", "budget_router", "oracle")
 """The curve's series, in the order of the table, the JSON and the legend."""
@@ -444,7 +445,7 @@ def plot_curve(
 def check_depths(bundle: str | Path) -> None:
     """Refuse, before any model loads, a bundle whose choices all omit the same number of blocks (no budget moves
     it, so it has no curve) or that has no budget calibration."""
-    info = json.loads((Path(bundle) / "router.json").read_text())
+    info = json.loads((resolve_bundle(bundle) / "router.json").read_text())
     choices = Choices.listed(
         info["candidate_names"], info["omission_sets"], info["num_blocks"], bool(info.get("dense_choice"))
     )

@@ -20,6 +20,10 @@ file's, plus the dense model (name ``dense``, omission set ``[]``, last) when ``
 ``budget`` is the default budget of routed inference (null: plain argmax) and ``calibration`` summarises the
 calibration file (rows, and per budget λ, mean blocks kept and the realised score on those rows).
 
+The name ``default`` (:data:`DEFAULT_BUNDLE`) is the released ``self`` router of the default base model,
+``checkpoints/release/bundle_self/`` (:func:`resolve_bundle`): every function here that takes a bundle folder, and
+:meth:`pudding.routed.model.PuddingModel.from_pretrained`, accept it.
+
 A ``self`` router bundle (``encoder: self``) holds the head weights only: ``encoder/config.json`` then describes the
 features instead of a text encoder (``"encoder": "self"``, pooling, ``keep_first``, base model name, block count,
 hidden size, dtype), and ``router.json`` repeats it under ``self``. Its router needs the base LLM to route text, so
@@ -59,6 +63,13 @@ INIT_KEYS = ("pooling", "dropout", "max_length", "head_hidden")
 CHECKPOINT_PREFIX = "router."
 """Where a training checkpoint keeps the router's weights (the ``router`` of a ``RouterModule``)."""
 VERSIONED = ("pudding", "torch", "lightning", "transformers", "torchmetrics", "safetensors")
+DEFAULT_BUNDLE = "default"
+"""The name of the released router bundle (the default base model's ``self`` router), usable wherever a bundle
+folder is asked for; it takes precedence over a folder of that name in the working directory."""
+RELEASE_BUNDLE = "bundle_self"
+"""The released bundle's folder inside the release folder (``checkpoints/release/``)."""
+RELEASE_ENV = "PUDDING_RELEASE"
+"""Environment variable naming the release folder, for an install that does not carry it (non-editable)."""
 
 
 class BundleError(PuddingError):
@@ -245,9 +256,40 @@ def head_rows(state: dict[str, torch.Tensor]) -> int | None:
     return int(state[last].shape[0])
 
 
-def check_bundle_files(folder: str | Path) -> Path:
-    """The bundle folder exists and holds every required file (a cheap check commands run before loading models)."""
-    folder = Path(folder)
+def release_folders() -> list[Path]:
+    """Where the release folder is looked for: ``$PUDDING_RELEASE`` alone when it is set; else the source tree's
+    ``checkpoints/release`` (a clone, an editable install, ``PYTHONPATH``), then the working directory's (a
+    non-editable install run from a clone: the wheel carries the package only)."""
+    if os.environ.get(RELEASE_ENV):
+        return [Path(os.environ[RELEASE_ENV]).expanduser()]
+    source = Path(__file__).resolve().parents[2] / "checkpoints" / "release"
+    here = Path.cwd() / "checkpoints" / "release"
+    return [source] if source.resolve() == here.resolve() else [source, here]
+
+
+def resolve_bundle(bundle: str | os.PathLike[str]) -> Path:
+    """The folder of a bundle: ``default`` is the released bundle (:data:`RELEASE_BUNDLE` in the first of
+    :func:`release_folders` that holds it; relative to the working directory when below it); anything else is a
+    path, returned as it is."""
+    if str(bundle) != DEFAULT_BUNDLE:
+        return Path(bundle)
+    looked = [folder / RELEASE_BUNDLE for folder in release_folders()]
+    for path in looked:
+        if (path / CONFIG).is_file():
+            try:
+                return path.resolve().relative_to(Path.cwd().resolve())
+            except ValueError:
+                return path
+    raise BundleError(
+        f"router bundle 'default' (the released {RELEASE_BUNDLE}) is not in {' nor '.join(map(str, looked))}; "
+        f"run from a clone of pudding or set {RELEASE_ENV} to its checkpoints/release"
+    )
+
+
+def check_bundle_files(folder: str | os.PathLike[str]) -> Path:
+    """The bundle folder (``default``: the released one) exists and holds every required file (a cheap check
+    commands run before loading models); returns the folder."""
+    folder = resolve_bundle(folder)
     if not folder.is_dir():
         raise BundleError(f"router bundle {folder} does not exist")
     for name in REQUIRED:
@@ -258,7 +300,7 @@ def check_bundle_files(folder: str | Path) -> Path:
 
 def load_bundle(folder: str | Path, base_num_blocks: int | None = None, lm=None, budget: float | str | None = None):
     """A ready :class:`~pudding.router.model.Router` (``predict_texts`` / ``route_texts``, eval mode, CPU) and its
-    ``router.json`` metadata.
+    ``router.json`` metadata, from a bundle ``folder`` (``default``: the released one, :func:`resolve_bundle`).
 
     Checks: every required file is present; K of the weights, of router.json and of the candidate file (plus the
     dense choice, when the router has one) agree; and, given ``base_num_blocks`` (the base model's decoder block

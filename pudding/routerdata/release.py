@@ -53,7 +53,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _base_model_file(name: str) -> dict | None:
+def base_model_file(name: str) -> dict | None:
     """For ``default``: the GGUF file the weights come from, with its sha256 (the name alone does not pin them)."""
     if name != "default":
         return None
@@ -104,7 +104,7 @@ def write_release(
     manifest = {
         "what": "pudding stage outputs for one base model: candidate omission sets and router-data scores",
         "base_model": meta["base_model"],
-        "base_model_file": _base_model_file(meta["base_model"]),
+        "base_model_file": base_model_file(meta["base_model"]),
         "num_blocks": meta["num_blocks"],
         "candidates": {
             "file": CANDIDATES,

@@ -61,6 +61,21 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def machine() -> dict[str, object]:
+    """The machine a result was made on, for its record: CPU model and its bf16 features, threads, GPU name."""
+    info: dict[str, object] = {"platform": platform.platform(), "torch_threads": torch.get_num_threads()}
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        text = cpuinfo.read_text(errors="replace")
+        model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+        info["cpu"] = model
+        info["amx_bf16"] = "amx_bf16" in text
+        info["avx512_bf16"] = "avx512_bf16" in text
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
 def _is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
