@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint pipeline data release release-build release-bundle bench demo curve tables clean-cache
+.PHONY: setup test lint pipeline data release release-build release-bundle bench demo curve tables gpu-check clean-cache
 
 setup:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -175,6 +175,19 @@ release-bundle: setup
 bench: setup
 	$(PY) benchmarks/eval_vs_lmeval.py --data_dir $(DATA_DIR)
 	$(PY) benchmarks/search_speed.py --data_dir $(DATA_DIR)
+
+# The device check (docs/scale.md): the whole flow on a tiny model it makes (no download, ~1 MB; candidates, router
+# data, both routers' fits, the routed table of pudding compare, pudding bench, lm-eval's own piqa task on the model
+# pudding) on DEVICE, then on CUDA the cuda variants of the engine, omission, routed, self-router and bench tests.
+# Writes one JSON of checks and timings, $(GPU_CHECK_OUT), and exits non-zero on a failed check; under 8 minutes on
+# one GPU. DEVICE=cpu runs the same flow on the CPU (tests/test_gpu_check.py runs it in the test suite). It uses the
+# torch of $(PY) as it is (no setup: that one installs a CPU build); another interpreter: make gpu-check PY=python.
+DEVICE ?= cuda
+DTYPE ?= auto
+GPU_CHECK_OUT ?= benchmarks/results/gpu_check/$(DEVICE).json
+gpu-check:
+	$(PY) benchmarks/gpu_check.py --device $(DEVICE) --dtype $(DTYPE) --output $(GPU_CHECK_OUT) \
+		$(if $(filter cuda,$(DEVICE)),--pytest,)
 
 clean-cache:
 	rm -rf checkpoints/base_models

@@ -52,6 +52,33 @@ def results_left_alone():
     )
 
 
+# ------------------------------------------------------------------------ devices
+NO_CUDA = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: the cuda variant runs where torch sees one"
+)
+DEVICES = ["cpu", pytest.param("cuda", marks=NO_CUDA)]
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def device(request) -> torch.device:
+    """A test that takes it runs on the CPU and again on CUDA where a device is present (skipped, saying so,
+    elsewhere; a skip costs no setup). Module-scoped, so a module's fixtures can load their models on it."""
+    return torch.device(request.param)
+
+
+def on_device(model, device: torch.device):
+    """``model`` on ``device``: the very object on the CPU (a session fixture's model, shared), a copy elsewhere."""
+    import copy
+
+    return model if device.type == "cpu" else copy.deepcopy(model).to(device)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_on(tiny_llama, device):
+    """:func:`tiny_llama` on :func:`device`."""
+    return on_device(tiny_llama, device)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real benchmark files beside the checkout; tests that need them skip when they are absent."""

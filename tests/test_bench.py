@@ -29,8 +29,9 @@ def test_prompt_has_exact_length(tokenizer):
         assert ids.shape == (1, n) and len(text) > 0
 
 
-def test_prefill_is_last_position_logits_of_the_pruned_model(tiny_llama, tokenizer):
-    ids, _ = make_prompt(tokenizer, 20)
+def test_prefill_is_last_position_logits_of_the_pruned_model(tiny_llama_on, tokenizer, device):
+    tiny_llama = tiny_llama_on
+    ids = make_prompt(tokenizer, 20)[0].to(device)
     with torch.inference_mode():
         full = tiny_llama(input_ids=ids).logits[:, -1:]
         with omit_blocks(tiny_llama, (2, 3)):
@@ -40,8 +41,9 @@ def test_prefill_is_last_position_logits_of_the_pruned_model(tiny_llama, tokeniz
     assert not torch.allclose(full, pruned, atol=1e-3)
 
 
-def test_generate_makes_exactly_the_new_tokens_and_skipping_changes_them(tiny_llama, tokenizer):
-    ids, _ = make_prompt(tokenizer, 12)
+def test_generate_makes_exactly_the_new_tokens_and_skipping_changes_them(tiny_llama_on, tokenizer, device):
+    tiny_llama = tiny_llama_on
+    ids = make_prompt(tokenizer, 12)[0].to(device)
     dense = generate(tiny_llama, ids, 8)
     pruned = generate(tiny_llama, ids, 8, (1, 2, 3))
     assert dense.shape == pruned.shape == (1, 20)
@@ -49,7 +51,8 @@ def test_generate_makes_exactly_the_new_tokens_and_skipping_changes_them(tiny_ll
     assert not torch.equal(dense, pruned)
 
 
-def test_bench_row_uses_the_routers_choice(tiny_llama, tokenizer):
+def test_bench_row_uses_the_routers_choice(tiny_llama_on, tokenizer):
+    tiny_llama = tiny_llama_on
     router = FixedRouter(1)
     row = bench_length(tiny_llama, tokenizer, router, [(1,), (2, 3)], 16, new_tokens=4, repeats=2, warmup=0)
     assert row["choice"] == 1 and row["omit"] == [2, 3] and row["tokens"] == 16

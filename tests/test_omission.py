@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import on_device, tiny_model
 
 from pudding.core.models.adapters import adapter_for, get_layers, num_blocks
 from pudding.core.models.omission import OmissionError, kept_blocks, omit_blocks, validate_omission
@@ -27,9 +27,9 @@ def _call_log(model):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_only_kept_blocks_run_and_logits_change(family):
-    model = tiny_model(family, VOCAB)
-    ids = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(1))
+def test_only_kept_blocks_run_and_logits_change(family, device):
+    model = on_device(tiny_model(family, VOCAB), device)
+    ids = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(1)).to(device)
     dense = _logits(model, ids)
     calls, hooks = _call_log(model)
     with omit_blocks(model, [1, 4]):
@@ -58,25 +58,25 @@ def test_restored_after_exception(family):
     assert [(m, m.layer_idx) for m, _ in idx_before] == idx_before
 
 
-def test_pruned_model_equals_a_model_built_without_those_blocks():
+def test_pruned_model_equals_a_model_built_without_those_blocks(device):
     """Omitting blocks is exactly running a smaller model made of the kept blocks."""
-    model = tiny_model("llama", VOCAB)
-    small = tiny_model("llama", VOCAB, num_layers=3)
+    model = on_device(tiny_model("llama", VOCAB), device)
+    small = on_device(tiny_model("llama", VOCAB, num_layers=3), device)
     keep = [0, 3, 5]
     small.model.embed_tokens.load_state_dict(model.model.embed_tokens.state_dict())
     small.model.norm.load_state_dict(model.model.norm.state_dict())
     small.lm_head.load_state_dict(model.lm_head.state_dict())
     for new, old in enumerate(keep):
         small.model.layers[new].load_state_dict(model.model.layers[old].state_dict())
-    ids = torch.randint(0, VOCAB, (1, 10), generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(0, VOCAB, (1, 10), generator=torch.Generator().manual_seed(2)).to(device)
     with omit_blocks(model, [1, 2, 4]):
         torch.testing.assert_close(_logits(model, ids), _logits(small, ids), rtol=1e-5, atol=1e-5)
 
 
-def test_generation_with_cache_under_omission():
+def test_generation_with_cache_under_omission(device):
     """KV-cached generation works on the pruned model and matches uncached greedy decoding."""
-    model = tiny_model("qwen2", VOCAB)
-    ids = torch.randint(0, VOCAB, (1, 6), generator=torch.Generator().manual_seed(3))
+    model = on_device(tiny_model("qwen2", VOCAB), device)
+    ids = torch.randint(0, VOCAB, (1, 6), generator=torch.Generator().manual_seed(3)).to(device)
     with omit_blocks(model, [2, 3]):
         cached = model.generate(ids, max_new_tokens=5, do_sample=False, use_cache=True)
         plain = ids

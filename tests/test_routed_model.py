@@ -44,7 +44,19 @@ def routed(tmp_path_factory, tiny_llm_dir) -> PuddingModel:
     )
 
 
-def test_prompts_are_routed_to_several_candidates_once_each(routed, monkeypatch):
+@pytest.fixture(scope="module")
+def routed_on(routed, device) -> PuddingModel:
+    """:func:`routed` on :func:`device`: the very object on the CPU, the same bundle and base model loaded elsewhere."""
+    if device.type == "cpu":
+        return routed
+    root = routed.bundle_dir.parent
+    return PuddingModel.from_pretrained(
+        routed.bundle_dir, base=routed.lm.name, device=str(device), dtype="float32", cache_dir=root / "c"
+    )
+
+
+def test_prompts_are_routed_to_several_candidates_once_each(routed_on, monkeypatch):
+    routed = routed_on
     calls = []
     original = routed.router.route_texts
     monkeypatch.setattr(routed.router, "route_texts", lambda texts: calls.append(list(texts)) or original(texts))
@@ -66,7 +78,8 @@ def assert_each_scored_under_its_choice(model, requests, got) -> list[int]:
     return choices
 
 
-def test_loglikelihood_equals_scoring_each_request_with_its_chosen_set(routed):
+def test_loglikelihood_equals_scoring_each_request_with_its_chosen_set(routed_on):
+    routed = routed_on
     requests = [(p, c) for p in PROMPTS for c in (" yes", " no, not at all")]
     got = routed.loglikelihood(requests)
     assert_each_scored_under_its_choice(routed, requests, got)
@@ -83,7 +96,7 @@ def rebuilt_without(model, omit):
     config.num_hidden_layers = len(kept)
     if getattr(config, "layer_types", None) is not None:
         config.layer_types = [config.layer_types[b] for b in kept]
-    small = AutoModelForCausalLM.from_config(config).eval()
+    small = AutoModelForCausalLM.from_config(config).eval().to(next(model.parameters()).device)
     state = {}
     for key, value in model.state_dict().items():
         if key.startswith("model.layers."):
@@ -98,20 +111,22 @@ def rebuilt_without(model, omit):
 
 def generated_without(model, tokenizer, omit, prompt: str, max_new_tokens: int) -> str:
     """Greedy text after ``prompt`` from a copy of ``model`` rebuilt without ``omit``: routed generation's reference."""
-    ids = tokenizer(prompt, return_tensors="pt")
     small = rebuilt_without(model, omit)
+    ids = tokenizer(prompt, return_tensors="pt").to(small.device)
     out = small.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-def test_generate_equals_a_model_rebuilt_without_the_chosen_blocks(routed):
+def test_generate_equals_a_model_rebuilt_without_the_chosen_blocks(routed_on):
+    routed = routed_on
     out = routed.generate(PROMPTS, max_new_tokens=6)
     tokenizer = routed.lm.tokenizer
     for prompt, choice, text in zip(PROMPTS, routed.route(PROMPTS), out, strict=True):
         assert text == generated_without(routed.lm.model, tokenizer, routed.omission_sets[choice], prompt, 6)
 
 
-def test_lm_eval_model_answers_lm_evals_own_instances(routed, monkeypatch):
+def test_lm_eval_model_answers_lm_evals_own_instances(routed_on, monkeypatch):
+    routed = routed_on
     import lm_eval.api.registry as registry
     from lm_eval.api.instance import Instance
 
@@ -160,7 +175,8 @@ def test_bundle_for_another_block_count_is_refused(routed, tmp_path):
         PuddingModel.from_pretrained(bundle, base=str(other), device="cpu", dtype="float32", cache_dir=tmp_path)
 
 
-def test_eval_bundle_table_routed_row_equals_direct_scoring(routed, shared_data, tmp_path):
+def test_eval_bundle_table_routed_row_equals_direct_scoring(routed_on, shared_data, tmp_path, device):
+    routed = routed_on
     from pudding.core.tasks import DataOptions, eval_items
     from pudding.routed.evaluate import evaluate_bundle
 
@@ -172,9 +188,9 @@ def test_eval_bundle_table_routed_row_equals_direct_scoring(routed, shared_data,
         limit=6,
         base=routed.lm.name,
         dtype="float32",
-        device="cpu",
         outcomes_dir=tmp_path / "outcomes",
         sleb_samples=2,
+        device=str(device),
         output=tmp_path / "results",
         log=lambda _: None,
     )

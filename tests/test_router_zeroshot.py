@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import random
 import zlib
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import torch
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
+from support.tiny import write_tiny_tasks as write_data
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -29,30 +28,6 @@ SETS = [(1, 4), (2, 3), (0, 5), (3, 4)]
 TASKS = ("arc_easy", "boolq")
 LIMIT = 10
 BEST_STATIC = 2
-WORDS = ["the", "a", "cat", "dog", "sun", "rain", "tree", "river", "stone", "light", "quick", "slow", "red", "blue"]
-
-
-def _sentence(rng: random.Random, lo: int, hi: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
-
-
-def write_data(root: Path, n: int = 24, seed: int = 0) -> Path:
-    """ARC-Easy with train and test files (router data = train), BoolQ with validation only (split by hash)."""
-    rng = random.Random(seed)
-    (root / "arc_easy").mkdir(parents=True)
-    for part in ("Train", "Test"):
-        with open(root / "arc_easy" / f"ARC-Easy-{part}.jsonl", "w") as fh:
-            for i in range(n):
-                choices = [{"text": _sentence(rng, 1, 5), "label": label} for label in "ABCD"]
-                question = {"stem": _sentence(rng, 3, 20) + "?", "choices": choices}
-                record = {"id": f"{part}{i}", "question": question, "answerKey": rng.choice("ABCD")}
-                fh.write(json.dumps(record) + "\n")
-    (root / "boolq").mkdir(parents=True)
-    with open(root / "boolq" / "dev.jsonl", "w") as fh:
-        for _ in range(2 * n):
-            record = {"question": _sentence(rng, 4, 8), "title": _sentence(rng, 1, 3), "answer": rng.random() < 0.5}
-            fh.write(json.dumps({**record, "passage": _sentence(rng, 5, 30)}) + "\n")
-    return root
 
 
 def dataset_rows(data: Path, fraction: float = 0.5) -> list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import on_device, tiny_model
 from test_omission import FAMILIES
 
 from pudding.core.models.adapters import adapter_for
@@ -25,22 +25,24 @@ REQUESTS = [
 
 
 def direct_scores(model, scorer, requests, omit=()):
-    """Reference: one request per forward pass, full logits, no packing, no batching."""
+    """Reference: one request per forward pass, full logits, no packing, no batching (on the model's device)."""
     out = []
+    device = next(model.parameters()).device
     with torch.no_grad(), omit_blocks(model, omit):
         for context, continuation in requests:
             ctx, cont = scorer.encode_pair(context, continuation)
-            logits = model(torch.tensor([ctx + cont[:-1]])).logits[0].float()
+            logits = model(torch.tensor([ctx + cont[:-1]], device=device)).logits[0].float()
             logprobs = torch.log_softmax(logits[len(ctx) - 1 :], dim=-1)
-            picked = logprobs[torch.arange(len(cont)), torch.tensor(cont)]
-            greedy = bool((logits[len(ctx) - 1 :].argmax(-1) == torch.tensor(cont)).all())
+            target = torch.tensor(cont, device=device)
+            picked = logprobs[torch.arange(len(cont), device=device), target]
+            greedy = bool((logits[len(ctx) - 1 :].argmax(-1) == target).all())
             out.append((float(picked.sum()), len(cont), greedy))
     return out
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_engine_equals_direct_scoring(family, tokenizer):
-    model = tiny_model(family, len(tokenizer))
+def test_engine_equals_direct_scoring(family, tokenizer, device):
+    model = on_device(tiny_model(family, len(tokenizer)), device)
     for omit in [(), (1, 4)]:
         reference = direct_scores(model, Scorer(model, tokenizer), REQUESTS, omit)
         for share_context in (True, False):
@@ -71,7 +73,8 @@ def test_shared_context_is_packed_once(tiny_llama, tokenizer):
     assert sum(b.input_ids.shape[0] for b in unpacked.batches) == 3
 
 
-def test_plain_texts_after_bos_get_rows_of_their_own_beyond_the_budget(tiny_llama, tokenizer):
+def test_plain_texts_after_bos_get_rows_of_their_own_beyond_the_budget(tiny_llama_on, tokenizer):
+    tiny_llama = tiny_llama_on
     texts = [("", f"Plain text number {i} goes on for a few more words.") for i in range(12)]
     scorer = Scorer(tiny_llama, tokenizer, batch_tokens=64)
     prepared = scorer.prepare(texts)
@@ -120,8 +123,9 @@ def test_truncation_cuts_context_from_the_left(tiny_llama, tokenizer):
     assert batch.input_ids[0, : 33 - len(cont)].tolist() == full_ctx[-(33 - len(cont)) :]
 
 
-def test_hidden_state_capture_and_restart(tiny_llama, tokenizer):
+def test_hidden_state_capture_and_restart(tiny_llama_on, tokenizer):
     """Starting from recorded block inputs equals running the reduced model from scratch (the search's shortcut)."""
+    tiny_llama = tiny_llama_on
     scorer = Scorer(tiny_llama, tokenizer, batch_tokens=128)
     prepared = scorer.prepare(REQUESTS)
     assert len(prepared.batches) > 1

@@ -167,9 +167,23 @@ def test_bundle_routes_texts_from_the_given_base_model(setup, trained, tiny_llam
 
 @pytest.fixture(scope="module")
 def routed(setup, trained) -> PuddingModel:
-    model = PuddingModel.from_pretrained(
-        trained["bundle"], base=str(setup["llm"]), device="cpu", dtype="float32", cache_dir=setup["root"] / "models"
+    return spread(load_self_routed(setup, trained, "cpu"))
+
+
+@pytest.fixture(scope="module")
+def routed_on(routed, setup, trained, device) -> PuddingModel:
+    """:func:`routed` on :func:`device`: the very object on the CPU, loaded and spread the same way elsewhere."""
+    return routed if device.type == "cpu" else spread(load_self_routed(setup, trained, str(device)))
+
+
+def load_self_routed(setup: dict, trained: dict, device: str) -> PuddingModel:
+    return PuddingModel.from_pretrained(
+        trained["bundle"], base=str(setup["llm"]), device=device, dtype="float32", cache_dir=setup["root"] / "models"
     )
+
+
+def spread(model: PuddingModel) -> PuddingModel:
+    """``model`` with its router's last layer rewritten to spread :data:`PROMPTS` over candidates."""
     # spread the prompts over candidates: row i of the last layer points at prompt i's (centred) hidden activations
     router = model.router
     with torch.no_grad():
@@ -181,7 +195,8 @@ def routed(setup, trained) -> PuddingModel:
     return model
 
 
-def test_self_routed_loglikelihood_equals_the_chosen_set_from_scratch_and_runs_block0_once(routed):
+def test_self_routed_loglikelihood_equals_the_chosen_set_from_scratch_and_runs_block0_once(routed_on):
+    routed = routed_on
     requests = [(p, c) for p in PROMPTS for c in (" yes", " no, not at all")]
     calls = []
     layer0 = get_layers(routed.lm.model)[0]
@@ -196,7 +211,8 @@ def test_self_routed_loglikelihood_equals_the_chosen_set_from_scratch_and_runs_b
     assert len(set(choices)) > 1
 
 
-def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks_and_runs_block0_once(routed):
+def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks_and_runs_block0_once(routed_on):
+    routed = routed_on
     prompts = [*PROMPTS, PROMPTS[1]]  # a repeated prompt is pre-filled once and generated twice
     widths = []
     layer0 = get_layers(routed.lm.model)[0]
@@ -215,14 +231,15 @@ def test_self_routed_generate_equals_a_model_rebuilt_without_the_chosen_blocks_a
         assert text == generated_without(routed.lm.model, tokenizer, routed.omission_sets[choice], prompt, 5)
 
 
-def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
+def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed_on):
+    routed = routed_on
     from pudding.routed.bench import bench_length, first_blocks, generate, prefill, route_hidden, self_routed_prefill
     from pudding.routed.self_prefill import routed_prefill
 
     model, tokenizer, router = routed.lm.model, routed.lm.tokenizer, routed.router
     seen = set()
     for prompt in PROMPTS:
-        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(routed.lm.device)
         choice = route_hidden(router, first_blocks(model, ids, 1))
         assert choice == router.route_texts([prompt])[0]
         seen.add(choice)
@@ -238,7 +255,7 @@ def test_self_routed_prefill_equals_the_chosen_set_and_bench_times_it(routed):
     assert row["router"]["runs"] == 1 and row["routed_generate_tokens_per_s"] > 0
 
 
-def test_eval_bundle_accepts_a_self_bundle(setup, trained, shared_data, tmp_path):
+def test_eval_bundle_accepts_a_self_bundle(setup, trained, shared_data, tmp_path, device):
     from pudding.core.tasks import DataOptions, eval_items
     from pudding.routed.evaluate import evaluate_bundle
 
@@ -250,24 +267,23 @@ def test_eval_bundle_accepts_a_self_bundle(setup, trained, shared_data, tmp_path
         limit=4,
         base=str(setup["llm"]),
         dtype="float32",
-        device="cpu",
+        device=str(device),
         cache_dir=setup["root"] / "models",
         outcomes_dir=tmp_path / "outcomes",
         sleb=False,
         output=tmp_path / "results",
         log=lambda _: None,
     )
-    model = PuddingModel.from_pretrained(
-        trained["bundle"], base=str(setup["llm"]), device="cpu", dtype="float32", cache_dir=setup["root"] / "models"
-    )
+    model = load_self_routed(setup, trained, str(device))
     items = eval_items("piqa", options)[0][:4]
     routed_name = next(name for name, kind in report["kinds"].items() if kind == "routed")
     assert report["results"][routed_name]["piqa"]["acc"] == pytest.approx(routed_accuracy(model, items))
     assert sum(report["routing_histogram"]["piqa"]) == 4
 
 
-def test_routed_prefill_fills_the_cache_a_plain_prefill_of_the_chosen_set_fills(tiny_llama, tokenizer):
+def test_routed_prefill_fills_the_cache_a_plain_prefill_of_the_chosen_set_fills(tiny_llama_on, tokenizer, device):
     """keep_first=2, two rows routed to different sets: cache layer i is the i-th kept block's, prompt minus one."""
+    tiny_llama = tiny_llama_on
     from transformers import DynamicCache
 
     from pudding.core.models.omission import omit_blocks
@@ -277,7 +293,7 @@ def test_routed_prefill_fills_the_cache_a_plain_prefill_of_the_chosen_set_fills(
     saved = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        batch = tokenizer(PROMPTS[:2], return_tensors="pt", padding=True)
+        batch = tokenizer(PROMPTS[:2], return_tensors="pt", padding=True).to(device)
     finally:
         tokenizer.padding_side = saved
     ids, mask = batch["input_ids"], batch["attention_mask"]
