@@ -39,6 +39,7 @@ from pudding.routerdata import (
     save_dataset,
     score_candidates,
 )
+from pudding.routerdata.build import print_headroom
 from pudding.routerdata.dataset import BASE_COLUMNS, CHOICE_COLUMNS, CHOICE_METRICS, make_dataset
 from pudding.routerdata.progress import pack_progress, unpack_progress
 from pudding.routerdata.release import ReleaseError, check_release, write_release
@@ -376,7 +377,7 @@ def test_all_choice_build_keeps_the_gold_only_dataset_bit_for_bit(tiny_setup, re
     assert "all_choices" not in module.identity("cpu")
 
 
-def test_all_choice_scores_file_and_progress_file_round_trip(tiny_setup, all_choice_reference, tmp_path):
+def test_all_choice_scores_file_and_progress_file_round_trip(tiny_setup, all_choice_reference, tmp_path, capsys):
     scores = export_scores(all_choice_reference, tmp_path / "scores.parquet")
     table = pq.read_table(scores)
     assert table.column_names == ["task", "item_id", "scores", "dense_score", *CHOICE_COLUMNS]  # no text, no label
@@ -384,6 +385,9 @@ def test_all_choice_scores_file_and_progress_file_round_trip(tiny_setup, all_cho
     rebuilt = rebuild_dataset(scores, tiny_setup["candidates"], str(tiny_setup["data"]), tmp_path / "rebuilt")
     assert columns(rebuilt) == columns(all_choice_reference)
     assert load_router_dataset(rebuilt)[0].features == load_router_dataset(all_choice_reference)[0].features
+    print_headroom(*load_router_dataset(rebuilt))
+    out = capsys.readouterr().out
+    assert "accuracy on the router data" in out and "| arc_easy | 30 |" in out.split("accuracy on")[1]
 
     run_dir = _reference_run(all_choice_reference)
     state = tmp_path / "state.parquet"

@@ -44,12 +44,13 @@ from pudding.routerdata.dataset import (
     META_FILE,
     TARGET,
     RouterDataError,
+    has_choice_columns,
     load_router_dataset,
     make_dataset,
     read_meta,
     save_dataset,
 )
-from pudding.routerdata.headroom import headroom, headroom_table
+from pudding.routerdata.headroom import accuracy_table, headroom, headroom_table
 from pudding.routerdata.predict import ScoringModule
 from pudding.routerdata.progress import Expected, build_saver, pack_progress, unpack_progress
 from pudding.routerdata.units import ScoringDataModule, choices_digest, items_digest
@@ -287,3 +288,6 @@ def print_headroom(dataset: Dataset, meta: dict) -> None:
     names = meta.get("candidate_names") or [f"#{i}" for i in range(meta["num_candidates"])]
     say("mean per-token gold log-likelihood (nats, higher is better) by task; oracle = best candidate per item:")
     print(headroom_table(headroom(dataset, names)), flush=True)
+    if has_choice_columns(dataset.column_names):
+        say("accuracy on the router data (%, acc) by task; oracle = some candidate answers right:")
+        print(accuracy_table(dataset, names), flush=True)
