@@ -80,6 +80,7 @@ def test_accuracy_regret_counts_items_some_choice_gets_right_but_the_chosen_one_
     # chosen 0, 2, 1; item 0: chosen right; item 1: only choice 1 right (chosen 2: regret 1); item 2: none right
     correct = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     metric = AccuracyRegret()
+    metric.update(PREDS, TARGETS, SCORES)  # the signature every metric shares: without correctness, nothing added
     metric.update(PREDS, TARGETS, SCORES, correct)
     assert float(metric.compute()) == pytest.approx(1 / 3)
     assert {fn.__name__ for fn in metric._reductions.values()} == {"dim_zero_sum"}

@@ -90,12 +90,16 @@ class GainVsStatic(_SumMean):
 
 class AccuracyRegret(_SumMean):
     """Accuracy-based regret: the share of items some choice answers right but the chosen one does not (oracle
-    accuracy minus routed accuracy on the router data), whatever the training target."""
+    accuracy minus routed accuracy on the router data), whatever the training target. Without ``correct`` (data
+    built without every answer choice) an update adds nothing."""
 
     higher_is_better = False
 
-    def update(self, preds: torch.Tensor, targets: torch.Tensor, scores: torch.Tensor, correct: torch.Tensor) -> None:
-        self._add(correct.max(dim=-1).values - chosen_scores(preds, correct))
+    def update(
+        self, preds: torch.Tensor, targets: torch.Tensor, scores: torch.Tensor, correct: torch.Tensor | None = None
+    ) -> None:
+        if correct is not None:
+            self._add(correct.max(dim=-1).values - chosen_scores(preds, correct))
 
 
 class ChoiceHistogram(Metric):
