@@ -16,8 +16,8 @@ accuracy ``metric`` compares them) and ``correct`` (1 where the choice answers t
 ``scores`` are the chosen target's raw values, so regret, selection accuracy, the gain over the best static candidate
 and the best static candidate itself follow the target; ``correct`` rides along whenever the data has it, for the
 accuracy-based regret logged with every target. ``center`` subtracts each row's mean over the choices from its
-targets: 81 % of the raw likelihood targets' variance is a constant per candidate and half the rest a per-row offset,
-which a router cannot use to choose.
+targets: 81 % of the raw likelihood targets' variance is a constant per candidate (what a static choice knows already)
+and half the rest a per-row offset, the same for every choice of a prompt, which cannot change its choice.
 
 The ``self`` router (``router: self``, linked from ``model.encoder self``) reads no text: its batches carry the base
 LLM's pooled hidden states after the always-kept first blocks (:mod:`pudding.router.self_features`), computed once
