@@ -187,9 +187,12 @@ def tiny_encoder(folder: Path) -> Path:
     return save_tiny_encoder(folder)
 
 
-def tiny_dataset(path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: int = 0, names=None) -> Path:
+def tiny_dataset(
+    path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: int = 0, names=None, all_choices: bool = False
+) -> Path:
     """``n`` invented boolq/piqa prompts with noisy scores over ``sets`` (named ``names``, default :data:`NAMES`),
-    saved as a router dataset at ``path``."""
+    saved as a router dataset at ``path``; ``all_choices`` adds invented all-choice columns (posteriors of two
+    choices and the correctness that goes with them)."""
     from pudding.routerdata import save_dataset
     from pudding.routerdata.dataset import make_dataset
 
@@ -207,6 +210,15 @@ def tiny_dataset(path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: 
         cols["router_text"].append(f"Question: {text}?\nAnswer:")
         cols["scores"].append(scores)
         cols["dense_score"].append(max(scores) + 0.1)
+        if all_choices:  # two choices: correct exactly where the gold answer is the likelier one
+            for name in ("posterior", "posterior_norm"):
+                values = [float(x) for x in -np.log1p(np.exp(noise.normal(0, 1, len(sets) + 1)))]
+                metric = name.replace("posterior", "correct")
+                for column, kept in ((name, values[:-1]), (f"dense_{name}", values[-1])):
+                    cols.setdefault(column, []).append(kept)
+                for column, kept in ((metric, values[:-1]), (f"dense_{metric}", [values[-1]])):
+                    flags = [v > -np.log(2) for v in kept]
+                    cols.setdefault(column, []).append(flags if column == metric else flags[0])
     meta = {
         "candidates_sha256": sha,
         "candidates_file": "/nonexistent/candidates.yaml",
@@ -216,6 +228,7 @@ def tiny_dataset(path: Path, n: int = 48, sha: str = "c" * 64, sets=SETS, seed: 
         "num_candidates": len(sets),
         "omission_sets": sets,
         "candidate_names": list(names) if names is not None else NAMES[: len(sets)],
+        **({"all_choices": True} if all_choices else {}),
     }
     return save_dataset(make_dataset(cols, len(sets)), meta, path)
 

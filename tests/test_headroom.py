@@ -8,6 +8,7 @@ import pytest
 
 from pudding.routerdata import headroom, headroom_table
 from pudding.routerdata.dataset import make_dataset
+from pudding.routerdata.headroom import accuracy_table
 
 NAMES = ["a", "b", "c"]
 
@@ -62,3 +63,13 @@ def test_headroom_rejects_wrong_number_of_names():
     ds = _dataset([("t", (-1.0, -2.0, -3.0), -1.0)])
     with pytest.raises(ValueError, match="do not match 2 candidate names"):
         headroom(ds, ["a", "b"])
+
+
+def test_accuracy_table_by_hand():
+    ds = _dataset([("t", [-1.0, -2.0, -3.0], -1.0), ("t", [-1.0, -2.0, -3.0], -1.0), ("u", [-1.0, -2.0, -3.0], -1.0)])
+    ds = ds.add_column("correct", [[True, False, False], [False, False, True], [False, True, True]])
+    ds = ds.add_column("dense_correct", [True, False, False])
+    lines = accuracy_table(ds, NAMES).splitlines()
+    assert lines[2] == "| t | 2 | 50.00 | 50.00 (a) | 100.00 |"  # a and c tie at 50 %: the first is named
+    assert lines[3] == "| u | 1 | 0.00 | 100.00 (b) | 100.00 |"
+    assert lines[4] == "| all | 3 | 33.33 | 66.67 (c) | 100.00 |"

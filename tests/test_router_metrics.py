@@ -6,12 +6,15 @@ import pytest
 import torch
 
 from pudding.router.metrics import (
+    AccuracyRegret,
     ChoiceHistogram,
     GainVsStatic,
     Regret,
     RouterMSE,
     SelectionAccuracy,
+    make_metrics,
     reference_regrets,
+    update_metrics,
 )
 
 # Three items, K = 3. Chosen (argmax of preds): 0, 2, 1. Best by raw score: 0, 1, and 1 or 2 (a tie) for item 2.
@@ -71,3 +74,19 @@ def test_reference_regrets():
     # best static (column 1): 1.0, 0.0, 0.0; random: max − mean = 1.0, 0.5, 1/6
     assert refs["regret_best_static"] == pytest.approx(1 / 3)
     assert refs["regret_random"] == pytest.approx((1.0 + 0.5 + 1 / 6) / 3)
+
+
+def test_accuracy_regret_counts_items_some_choice_gets_right_but_the_chosen_one_does_not():
+    # chosen 0, 2, 1; item 0: chosen right; item 1: only choice 1 right (chosen 2: regret 1); item 2: none right
+    correct = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    metric = AccuracyRegret()
+    metric.update(PREDS, TARGETS, SCORES)  # the signature every metric shares: without correctness, nothing added
+    metric.update(PREDS, TARGETS, SCORES, correct)
+    assert float(metric.compute()) == pytest.approx(1 / 3)
+    assert {fn.__name__ for fn in metric._reductions.values()} == {"dim_zero_sum"}
+    group = make_metrics(3, best_static=1)
+    update_metrics(group, PREDS, TARGETS, SCORES)  # no correctness (a gold-only dataset): left alone
+    assert not group["regret_acc"].update_called and group["regret"].update_called
+    update_metrics(group, PREDS, TARGETS, SCORES, correct)
+    assert float(group["regret_acc"].compute()) == pytest.approx(1 / 3)
+    assert float(group["regret"].compute()) == pytest.approx(0.5 / 3)  # two updates of the same rows

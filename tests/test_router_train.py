@@ -198,6 +198,35 @@ def test_mixed_candidate_files_and_not_a_dataset_are_refused(setup, tmp_path, mo
         assert expected in capsys.readouterr().err
 
 
+def test_posterior_target_logs_regret_and_accuracy_regret_and_old_data_refuses_it(setup, tmp_path, monkeypatch, capsys):
+    """--data.target posterior on all-choice data: regret follows the posterior, regret_acc (and its reference lines)
+    is logged, the bundle records the target; on data without the all-choice columns the same option is refused in one
+    line that names it and the dataset, before the encoder loads."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    data = tiny_dataset(tmp_path / "choices", all_choices=True)
+    options = ["--data.target", "posterior", "--data.center", "true", "--data.datasets", str(data)]
+    main(["fit", *cli_args(setup, "--trainer.max_epochs", "1", "--bundle", "out", *options)])
+    (run,) = (tmp_path / "checkpoints" / "router" / "tensorboard").glob("version_*")
+    tags = set(EventAccumulator(str(run)).Reload().Tags()["scalars"])
+    assert {"val/regret", "val/regret_acc", "val_by_task/piqa/regret_acc", "train/regret_acc"} <= tags
+    assert {"ref/val_regret_acc_best_static", "ref/val_regret_acc_random", "ref/val_regret_best_static"} <= tags
+    meta = json.loads((tmp_path / "out" / "dataset_meta.json").read_text())
+    assert meta["router_target"] == "posterior" and meta["center"] is True and "router_metric" not in meta
+
+    for target in ("posterior", "correct"):
+        with pytest.raises(SystemExit) as exc:
+            main(["fit", *cli_args(setup, "--trainer.fast_dev_run", "true", "--data.target", target)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and err[-1].startswith(f"pudding-train: error: option data.target {target}")
+        assert str(setup["dataset"]) in err[-1]
+    main(["fit", *cli_args(setup, "--trainer.max_epochs", "1", "--bundle", "null")])  # default target: no regret_acc
+    runs = sorted((tmp_path / "checkpoints" / "router" / "tensorboard").glob("version_*"))
+    tags = set(EventAccumulator(str(runs[-1])).Reload().Tags()["scalars"])
+    assert "val/regret" in tags and not {t for t in tags if "regret_acc" in t}
+
+
 # ------------------------------------------------------------------------------------------- module and bundle
 
 

@@ -39,7 +39,8 @@ from pudding.routerdata import (
     save_dataset,
     score_candidates,
 )
-from pudding.routerdata.dataset import make_dataset
+from pudding.routerdata.build import print_headroom
+from pudding.routerdata.dataset import BASE_COLUMNS, CHOICE_COLUMNS, CHOICE_METRICS, make_dataset
 from pudding.routerdata.progress import pack_progress, unpack_progress
 from pudding.routerdata.release import ReleaseError, check_release, write_release
 from pudding.routerdata.scores import export_scores, rebuild_dataset
@@ -93,8 +94,9 @@ def trainer(**kwargs) -> Trainer:
     )
 
 
-def build(setup: dict, output: Path, **kwargs) -> Path | None:
-    module = ScoringModule(candidates=str(setup["candidates"]), llm=LLMOptions(dtype="float32"))  # auto: bf16 on AMX
+def build(setup: dict, output: Path, all_choices: bool = False, **kwargs) -> Path | None:
+    llm = LLMOptions(dtype="float32")  # auto: bf16 on AMX
+    module = ScoringModule(candidates=str(setup["candidates"]), llm=llm, all_choices=all_choices)
     data = ScoringDataModule(tasks=TASKS, data_dir=str(setup["data"]), items_per_batch=kwargs.pop("items_per_batch", 8))
     return build_dataset(trainer(), module, data, output, **kwargs)
 
@@ -324,6 +326,88 @@ def test_ddp_two_processes_write_the_same_dataset_as_one(tiny_setup, reference, 
     np.testing.assert_allclose(single["dense_score"], ddp["dense_score"], rtol=0, atol=1e-5)
 
 
+# ------------------------------------------------------------------------------------------- every answer choice
+
+
+@pytest.fixture(scope="session")
+def all_choice_reference(tiny_setup, tmp_path_factory) -> Path:
+    """The tiny setup built with every answer choice scored (shards kept), same threads as ``reference``."""
+    return build(tiny_setup, tmp_path_factory.mktemp("all_choices") / "ds", all_choices=True, keep_shards=True)
+
+
+def hand_posterior(lls: list[float], gold: int) -> tuple[float, bool]:
+    """The gold answer's log-probability among the choices, by torch's log-softmax, and whether argmax is gold."""
+    values = torch.tensor(lls, dtype=torch.float64)
+    return float(torch.log_softmax(values, dim=0)[gold]), int(torch.argmax(values)) == gold
+
+
+def test_all_choice_columns_equal_a_hand_computation(tiny_setup, all_choice_reference):
+    dataset, meta = load_router_dataset(all_choice_reference)
+    assert dataset.column_names == [*BASE_COLUMNS, *CHOICE_COLUMNS]
+    assert meta["all_choices"] is True and meta["acc_norm_tasks"] == ["arc_easy"]  # BoolQ reports acc only
+    assert set(meta["choices_sha256"]) == {"arc_easy", "boolq"}
+    opts = DataOptions(data_dir=str(tiny_setup["data"]))
+    items = router_items("arc_easy", opts)[0] + router_items("boolq", opts)[0]
+    base = load_base(str(tiny_setup["model"]), dtype="float32", device="cpu")
+    scorer = Scorer(base.model, base.tokenizer)
+    checked = {"norm_differs": 0}
+    for pos in (0, 5, 11, len(items) - 4, len(items) - 1):
+        item, row = items[pos], dataset[pos]
+        for s, omit in enumerate([(), *SETS]):
+            lls = [score.logprob for score in scorer.score(item.requests, omit)]  # each choice, summed
+            normed = [ll / len(choice) for ll, choice in zip(lls, item.choices, strict=True)]
+            post, right = hand_posterior(lls, item.gold)
+            post_norm, right_norm = hand_posterior(normed if item.task == "arc_easy" else lls, item.gold)
+            got = {name: row[f"dense_{name}"] if s == 0 else row[name][s - 1] for name in CHOICE_METRICS}
+            assert abs(got["posterior"] - post) < 1e-5 and got["correct"] is right
+            assert abs(got["posterior_norm"] - post_norm) < 1e-5 and got["correct_norm"] is right_norm
+            checked["norm_differs"] += abs(post_norm - post) > 1e-3
+    assert checked["norm_differs"] > 0  # on ARC the length normalisation moved the posterior
+
+
+def test_all_choice_build_keeps_the_gold_only_dataset_bit_for_bit(tiny_setup, reference, all_choice_reference):
+    """The gold-only columns of an all-choice build are today's dataset exactly (the gold pass is unchanged), and the
+    two builds have different keys (a gold-only build keeps the key it always had)."""
+    gold_only, all_choices = columns(reference), columns(all_choice_reference)
+    assert {name: all_choices[name] for name in BASE_COLUMNS} == gold_only
+    _, meta_gold = load_router_dataset(reference)
+    _, meta_all = load_router_dataset(all_choice_reference)
+    assert meta_gold["build_key"] != meta_all["build_key"] and "all_choices" not in meta_gold
+    module = ScoringModule(candidates=str(tiny_setup["candidates"]), llm=LLMOptions(dtype="float32"))
+    assert "all_choices" not in module.identity("cpu")
+
+
+def test_all_choice_scores_file_and_progress_file_round_trip(tiny_setup, all_choice_reference, tmp_path, capsys):
+    scores = export_scores(all_choice_reference, tmp_path / "scores.parquet")
+    table = pq.read_table(scores)
+    assert table.column_names == ["task", "item_id", "scores", "dense_score", *CHOICE_COLUMNS]  # no text, no label
+    assert table.schema.field("correct").type == pa.list_(pa.bool_(), len(SETS))
+    rebuilt = rebuild_dataset(scores, tiny_setup["candidates"], str(tiny_setup["data"]), tmp_path / "rebuilt")
+    assert columns(rebuilt) == columns(all_choice_reference)
+    assert load_router_dataset(rebuilt)[0].features == load_router_dataset(all_choice_reference)[0].features
+    print_headroom(*load_router_dataset(rebuilt))
+    out = capsys.readouterr().out
+    assert "accuracy on the router data" in out and "| arc_easy | 30 |" in out.split("accuracy on")[1]
+
+    run_dir = _reference_run(all_choice_reference)
+    state = tmp_path / "state.parquet"
+    shards = sorted((run_dir / "shards").glob("*.json"))
+    assert pack_progress(run_dir, state) == len(shards)
+    assert set(CHOICE_COLUMNS) <= set(pq.read_table(state).column_names)
+    key = json.loads((run_dir / "build.json").read_text())["key"]
+    assert unpack_progress(state, tmp_path / "elsewhere", key) == len(shards)
+    assert all((tmp_path / "elsewhere" / p.name).read_bytes() == p.read_bytes() for p in shards)
+
+    changed = _copy_data(tiny_setup["data"], tmp_path / "changed")  # a distractor edited: refused
+    arc = changed / "arc_easy" / "ARC-Easy-Train.jsonl"
+    records = [json.loads(line) for line in arc.read_text().splitlines()]
+    wrong = next(c for c in records[0]["question"]["choices"] if c["label"] != records[0]["answerKey"])
+    wrong["text"] += " indeed"
+    arc.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(RouterDataError, match="changed task file"):
+        rebuild_dataset(scores, tiny_setup["candidates"], str(changed), tmp_path / "out")
+
+
 # ------------------------------------------------------------------------------------------- serving
 
 
@@ -438,6 +522,82 @@ def test_target_transforms():
     np.testing.assert_array_equal(z[1], 0.0)
     with pytest.raises(ValueError, match="target_transform"):
         transform_targets(scores, "softmax")
+
+
+def _examples(dm: RouterDataModule) -> dict[tuple[str, str], dict]:
+    return {(e["task"], e["item_id"]): e for e in [*dm.train_set, *dm.val_set]}
+
+
+def test_target_likelihood_serves_today_s_numbers_from_either_build(reference, all_choice_reference):
+    """The default target on an all-choice dataset serves exactly what it serves on the gold-only one (today's
+    dataset), which is the raw gold scores in float32; only ``correct`` rides along."""
+    plain = RouterDataModule(datasets=str(reference), val_fraction=0.2)
+    plain.setup("fit")
+    both = RouterDataModule(datasets=str(all_choice_reference), val_fraction=0.2)
+    both.setup("fit")
+    assert not plain.has_correct and both.has_correct and plain.meta.keys() - both.meta.keys() == set()
+    dataset, _ = load_router_dataset(reference)
+    raw = {(t, i): s for t, i, s in zip(dataset["task"], dataset["item_id"], dataset["scores"], strict=True)}
+    old, new = _examples(plain), _examples(both)
+    assert old.keys() == new.keys() == raw.keys()
+    for key, example in old.items():
+        assert "correct" not in example and "correct" in new[key]
+        for name in ("targets", "scores"):
+            assert np.array_equal(example[name], new[key][name])
+            assert np.array_equal(example[name], np.asarray(raw[key], dtype=np.float32))
+    batch = next(iter(both.val_dataloader()))
+    assert batch["correct"].shape == batch["scores"].shape and set(batch["correct"].unique().tolist()) <= {0.0, 1.0}
+    assert "correct" not in next(iter(plain.val_dataloader()))
+
+
+def test_targets_posterior_and_correct_follow_the_options(all_choice_reference):
+    dataset, _ = load_router_dataset(all_choice_reference)
+    table = dataset.to_dict()
+    rows = {(t, i): n for n, (t, i) in enumerate(zip(table["task"], table["item_id"], strict=True))}
+
+    def served(**options) -> dict[tuple[str, str], dict]:
+        dm = RouterDataModule(datasets=str(all_choice_reference), val_fraction=0.2, **options)
+        dm.setup("fit")
+        return _examples(dm)
+
+    for target, metric, column in (
+        ("posterior", "acc", "posterior"),
+        ("posterior", "acc_norm", "posterior_norm"),
+        ("correct", "acc", "correct"),
+        ("correct", "acc_norm", "correct_norm"),
+    ):
+        for key, example in served(target=target, metric=metric).items():
+            want = np.asarray(table[column][rows[key]], dtype=np.float32)
+            assert np.array_equal(example["scores"], want) and np.array_equal(example["targets"], want)
+            correct = "correct_norm" if metric == "acc_norm" else "correct"
+            assert np.array_equal(example["correct"], np.asarray(table[correct][rows[key]], dtype=np.float32))
+    norm_differs = [
+        key for key, e in served(target="posterior", metric="acc_norm").items() if key[0] == "arc_easy"
+    ]  # ARC reports acc_norm: its two posteriors differ; BoolQ's are equal
+    assert norm_differs and all(
+        table["posterior"][rows[k]] != table["posterior_norm"][rows[k]] for k in norm_differs[:3]
+    )
+    assert all(table["posterior"][n] == table["posterior_norm"][n] for k, n in rows.items() if k[0] == "boolq")
+
+    centred = served(target="posterior", center=True, dense_choice=True)
+    for key, example in centred.items():
+        full = np.asarray([*table["posterior"][rows[key]], table["dense_posterior"][rows[key]]], dtype=np.float64)
+        assert example["scores"].shape == (len(SETS) + 1,) and abs(float(example["targets"].mean())) < 1e-6
+        np.testing.assert_allclose(example["targets"], full - full.mean(), rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(example["scores"], full.astype(np.float32))  # metrics read the raw target
+
+
+def test_posterior_or_correct_on_a_gold_only_dataset_is_refused_in_one_line(tmp_path):
+    path = fake_dataset(tmp_path / "old", rows(6))
+    RouterDataModule(datasets=str(path), target="likelihood").setup("fit")  # today's data still trains
+    for target in ("posterior", "correct"):
+        with pytest.raises(RouterDataError) as info:
+            RouterDataModule(datasets=str(path), target=target).setup("fit")
+        message = str(info.value)
+        assert "\n" not in message and f"option data.target {target}" in message and str(path) in message
+    for bad, option in ((dict(target="accuracy"), "data.target"), (dict(metric="f1"), "data.metric")):
+        with pytest.raises(ValueError, match=option):
+            RouterDataModule(datasets=str(path), **bad)
 
 
 def test_real_dataset_serves_batches_when_built(tmp_path):

@@ -463,6 +463,55 @@ def test_sleb_sets_at_each_depth_come_from_one_search(model, tokenizer):
         sleb_prefix(deep, 4)
 
 
+def test_sleb_joins_the_candidates_when_asked_from_compare_s_cached_search(model, tokenizer, tmp_path, monkeypatch):
+    """sleb: true adds SLEB's set at each depth as sleb/perplexity after the task candidates (which stay as they were),
+    found by pudding compare's search on the same texts, model key and cache; a cached search is read, not rerun."""
+    from pudding.core.outcomes import model_key
+    from pudding.search import sleb as sleb_module
+    from pudding.search.objectives import corpus_texts
+
+    base = _tiny_base(model, tokenizer)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Bees make honey in the summer.\n\nThe capital of France is Paris.\n\nCats sleep a lot.\n")
+    common = dict(num_omit=[1, 3], corpus=str(corpus), outcomes_dir=str(tmp_path / "outcomes"))
+    without = _options(tmp_path, "plain", num_omit=[1, 3], outcomes_dir=str(tmp_path / "outcomes"))
+    plain = run_search(without, base=base, items=_given_items(), log=lambda _: None)
+    assert "sleb" not in plain.search and all(c.task != "sleb" for c in plain.candidates)
+    assert not (tmp_path / "outcomes").exists()  # no SLEB search without the option
+
+    opts = _options(tmp_path, "sleb", sleb=True, **common)
+    cset = run_search(opts, base=base, items=_given_items(), log=lambda _: None)
+    # compare's search, run here on its own (no cache): the texts it pools and the key it gives
+    scorer = Scorer(model, tokenizer, batch_tokens=opts.batch_tokens)
+    texts = corpus_texts(str(corpus), opts.sleb_samples * len(opts.tasks), 0)
+    key = model_key("tiny", "float32", "cpu")
+    expected = sleb_module.sleb_search(scorer, texts, 3, key, log=lambda _: None)
+    for depth in (1, 3):
+        sleb_set = frozenset(expected.omit[:depth])
+        (found,) = [c for c in cset.at_depth(depth) if frozenset(c.omit) == sleb_set]
+        assert "sleb/perplexity" in (found.run, *found.also_from)
+        task_sets = [frozenset(c.omit) for c in plain.at_depth(depth)]
+        assert [frozenset(c.omit) for c in cset.at_depth(depth)][: len(task_sets)] == task_sets  # appended last
+    assert len(cset) > len(plain)  # on this model SLEB found a set no task run found
+    assert cset.search["runs"][-1]["task"] == "sleb" and cset.search["sleb"]["sleb_samples"] == 16
+    assert len(list((tmp_path / "outcomes" / "sleb").glob("sleb-*.json"))) == 1  # where compare keeps it
+
+    monkeypatch.setattr(sleb_module, "greedy_search", lambda *a, **k: pytest.fail("searched although cached"))
+    lines: list[str] = []
+    again = run_search(
+        _options(tmp_path, "again", sleb=True, **common), base=base, items=_given_items(), log=lines.append
+    )
+    assert again.candidates == cset.candidates and any("SLEB set found earlier" in line for line in lines)
+    # --from_runs with sleb on the file made without it: the same candidates, SLEB looked up in the cache (a model is
+    # loaded for that, here the tiny one given); on the file made with it, SLEB's recorded run is carried along
+    added = _options(tmp_path, "added", sleb=True, from_runs=without.output, **common)
+    assert run_search(added, base=base, log=lambda _: None).candidates == cset.candidates
+    carried = _options(tmp_path, "carried", num_omit=[1, 3], from_runs=opts.output)
+    assert run_search(carried, log=lambda _: None).candidates == cset.candidates
+    with pytest.raises(OptionError, match="option sleb_samples"):
+        _options(tmp_path, "bad", sleb=True, sleb_samples=0)
+
+
 def test_bundle_rebuilds_a_file_of_several_depths():
     from pudding.router.bundle import candidate_set_from_meta
 

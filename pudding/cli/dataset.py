@@ -5,8 +5,9 @@
     pudding dataset --scores checkpoints/release/router_scores.parquet --data_dir ../shared/data   # seconds
 
 For every router item of the tasks (train split, or the reserved part of validation when a task has no train split
-at hand), scores the gold answer's per-token mean log-likelihood under each candidate omission set and dense, and
-saves a ``datasets`` Arrow dataset. The run is a Lightning ``predict`` run, so ``--trainer.devices``,
+at hand), scores the gold answer's per-token mean log-likelihood under each candidate omission set and dense (with
+``--all_choices true`` also every other choice, for the gold answer's posterior and correctness per set), and saves
+a ``datasets`` Arrow dataset. The run is a Lightning ``predict`` run, so ``--trainer.devices``,
 ``--trainer.strategy`` and ``--trainer.num_nodes`` spread it over processes, GPUs and machines. Killed runs resume:
 run the same command again. Options may come from ``--config`` YAML and the command line (which wins).
 
@@ -85,6 +86,11 @@ class DatasetOptions(OutputOptions, TaskOptions, LLMOptions):
             distribution over processes. Part of the build key.
         reuse_prefix: Start each run from the hidden states an earlier run recorded where their kept blocks part
             (exact; every candidate skips at least the blocks below its first omitted one).
+        all_choices: Also score every other answer choice of each item under each candidate and dense, and keep per
+            set the gold answer's posterior among the choices and whether the set answers right (as acc and as
+            acc_norm judge; the targets ``--data.target posterior|correct`` of ``pudding-train``). The gold scores
+            stay bit for bit those of a gold-only build; the extra scoring costs about as much again
+            (docs/router-data.md). Part of the build key when true.
         work_dir: Folder for the resumable shards; null means ``<output>.work``.
         keep_shards: Keep the shard files after the dataset is assembled (they are deleted by default).
         progress_every: Seconds between progress lines (negative: only the final summary).
@@ -105,6 +111,7 @@ class DatasetOptions(OutputOptions, TaskOptions, LLMOptions):
     limit: int | None = None
     items_per_batch: int = 64
     reuse_prefix: bool = True
+    all_choices: bool = False
     work_dir: str | None = None
     keep_shards: bool = False
     progress_every: float = 30.0
@@ -158,7 +165,9 @@ def run(argv: list[str]) -> None:
         return
     init = parser.instantiate(cfg)
     candidates = opts.candidates or DEFAULT_CANDIDATES
-    module = ScoringModule(candidates=candidates, llm=opts.llm, reuse_prefix=opts.reuse_prefix)
+    module = ScoringModule(
+        candidates=candidates, llm=opts.llm, reuse_prefix=opts.reuse_prefix, all_choices=opts.all_choices
+    )
     resolve_base(opts.base, module.cset, candidates, opts.cache_dir)  # name and block count, from the config only
     data = ScoringDataModule(
         tasks=list(opts.tasks),

@@ -35,7 +35,7 @@ from pudding.core.errors import OptionError
 from pudding.core.llm import LLMOptions
 from pudding.router.budget import ARGMAX, parse_budget
 from pudding.router.bundle import BundleError, export_bundle
-from pudding.router.data import RouterDataModule
+from pudding.router.data import RouterDataModule, require_choice_columns
 from pudding.router.module import RouterModule
 from pudding.routerdata.dataset import read_meta
 
@@ -112,8 +112,12 @@ class RouterCLI(LightningCLI):
             batch_size=data.get("batch_size"),
             val_fraction=data.get("val_fraction"),
             target_transform=data.get("target_transform"),
+            target=data.get("target") or "likelihood",
+            metric=data.get("metric") or "acc",
         )
         metas = [read_meta(path) for path in paths]
+        for path, meta in zip(paths, metas, strict=True):
+            require_choice_columns(meta, path, data.get("target") or "likelihood")
         budget = parse_budget(self._get(self.config, "budget"))
         if budget is not None and budget != ARGMAX:
             Choices.from_meta(metas[0], dense=bool(data.get("dense_choice"))).require_depths(

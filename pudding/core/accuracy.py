@@ -8,6 +8,7 @@ log-likelihood by its length in characters first (lm-eval's definition). Ties go
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,14 +41,28 @@ def split_scores(items: Sequence[Item], scores: Sequence[Score]) -> list[list[Sc
     return out
 
 
+def length_normalised(lls: Sequence[float], choices: Sequence[str]) -> list[float]:
+    """What ``acc_norm`` compares: each choice's summed log-likelihood over its length in characters."""
+    return [ll / max(len(choice), 1) for ll, choice in zip(lls, choices, strict=True)]
+
+
 def judge(items: Sequence[Item], scores: Sequence[Sequence[Score]]) -> list[ItemResult]:
     """Turn per-choice scores into lm-eval's acc / acc_norm predictions."""
     results = []
     for item, item_scores in zip(items, scores, strict=True):
         lls = [s.logprob for s in item_scores]
-        normed = [ll / max(len(choice), 1) for ll, choice in zip(lls, item.choices, strict=True)]
+        normed = length_normalised(lls, item.choices)
         results.append(ItemResult(item.item_id, _argmax(lls), _argmax(normed), item.gold))
     return results
+
+
+def gold_posterior(values: Sequence[float], gold: int) -> tuple[float, bool]:
+    """The gold choice's log-probability among the choices, ``log softmax(values)[gold]``, and whether the metric
+    that compares ``values`` (summed log-likelihoods for ``acc``, :func:`length_normalised` ones for ``acc_norm``)
+    picks it (ties to the lowest index, as :func:`judge`)."""
+    top = max(values)
+    log_norm = top + math.log(sum(math.exp(v - top) for v in values))
+    return values[gold] - log_norm, _argmax(values) == gold
 
 
 def average(results: dict[str, dict[str, float | int]], metric: str = "acc") -> float:

@@ -8,6 +8,17 @@ That is ``target_transform="raw"``, the default. ``minmax`` (per item, to [0, 1]
 mean and unit variance) keep only how the candidates rank on an item, removing how hard the item is overall; they are
 offered as ablations. An item whose candidates all score the same gets all-zero targets under both.
 
+What is regressed (``target``). The gold log-likelihood (``likelihood``, the paper's and the default) ranks the
+candidates against their accuracy on some tasks (ARC-Challenge, BoolQ: #26): dropping blocks can make the gold answer
+likelier while another choice gains more. A dataset built with every answer choice scored (``pudding dataset
+--all_choices true``) also offers ``posterior`` (the gold answer's log-probability among the item's choices, as the
+accuracy ``metric`` compares them) and ``correct`` (1 where the choice answers the item right, else 0). The batches'
+``scores`` are the chosen target's raw values, so regret, selection accuracy, the gain over the best static candidate
+and the best static candidate itself follow the target; ``correct`` rides along whenever the data has it, for the
+accuracy-based regret logged with every target. ``center`` subtracts each row's mean over the choices from its
+targets: 81 % of the raw likelihood targets' variance is a constant per candidate (what a static choice knows already)
+and half the rest a per-row offset, the same for every choice of a prompt, which cannot change its choice.
+
 The ``self`` router (``router: self``, linked from ``model.encoder self``) reads no text: its batches carry the base
 LLM's pooled hidden states after the always-kept first blocks (:mod:`pudding.router.self_features`), computed once
 per dataset and cached beside it, instead of token ids. Everything else (split, targets, scores) is the same.
@@ -31,9 +42,30 @@ from pudding.core.errors import OptionError
 from pudding.core.llm import LLMOptions
 from pudding.core.options import as_str_list
 from pudding.router.text import pad_batch, resolve_router
-from pudding.routerdata.dataset import RouterDataError, load_router_dataset
+from pudding.routerdata.dataset import BASE_COLUMNS, RouterDataError, load_router_dataset
 
 TARGET_TRANSFORMS = ("raw", "minmax", "zscore")
+TARGETS = ("likelihood", "posterior", "correct")
+METRICS = ("acc", "acc_norm")
+
+
+def target_columns(target: str, metric: str) -> tuple[str, str]:
+    """The dataset columns (candidates, dense) that hold ``target`` under ``metric``."""
+    if target == "likelihood":
+        return "scores", "dense_score"
+    name = f"{target}_norm" if metric == "acc_norm" else target
+    return name, f"dense_{name}"
+
+
+def require_choice_columns(meta: dict, path: str, target: str) -> None:
+    """Refuse, in one line naming the option and the dataset, a target that needs the all-choice columns on a router
+    dataset built without them (its metadata says so; :mod:`pudding.routerdata.dataset`)."""
+    if target != "likelihood" and not meta.get("all_choices"):
+        raise RouterDataError(
+            f"option data.target {target}: router dataset {path} holds the gold log-likelihood only (built without "
+            "--all_choices true, or from a scores file without its all-choice columns); rebuild it with `pudding "
+            "dataset --all_choices true`, or train with data.target likelihood"
+        )
 
 
 def transform_targets(scores: np.ndarray, how: str) -> np.ndarray:
@@ -68,7 +100,15 @@ class RouterCollator:
             "dense_score": torch.tensor([e["dense_score"] for e in examples], dtype=torch.float32),
             "task": [e["task"] for e in examples],
             "item_id": [e["item_id"] for e in examples],
+            **correct_of(examples),
         }
+
+
+def correct_of(examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """``correct`` [B, K] (1 where the choice answers right) when the examples carry it, else nothing."""
+    if not examples or "correct" not in examples[0]:
+        return {}
+    return {"correct": torch.tensor(np.stack([e["correct"] for e in examples]), dtype=torch.float32)}
 
 
 class FeatureCollator:
@@ -82,6 +122,7 @@ class FeatureCollator:
             "dense_score": torch.tensor([e["dense_score"] for e in examples], dtype=torch.float32),
             "task": [e["task"] for e in examples],
             "item_id": [e["item_id"] for e in examples],
+            **correct_of(examples),
         }
 
 
@@ -89,8 +130,10 @@ class RouterDataModule(LightningDataModule):
     """Router datasets → train/validation batches of tokenised prompts and [B, K] float32 targets.
 
     Batches are dicts: ``input_ids`` and ``attention_mask`` [B, L] (L = longest prompt of the batch, at most
-    ``max_length``), ``targets`` [B, K] (after ``target_transform``), ``scores`` [B, K] (raw, for selection metrics),
-    ``dense_score`` [B], and the ``task`` / ``item_id`` lists. With ``dense_choice`` ``targets`` and ``scores`` are
+    ``max_length``), ``targets`` [B, K] (``target`` after ``target_transform`` and ``center``), ``scores`` [B, K]
+    (``target``'s raw values, for selection metrics), ``dense_score`` [B] (the dense gold log-likelihood), the
+    ``task`` / ``item_id`` lists and, when the data was built with every answer choice, ``correct`` [B, K] (1 where
+    the choice answers right under ``metric``). With ``dense_choice`` ``targets``, ``scores`` and ``correct`` are
     [B, K+1], the last column the dense model's.
 
     Args:
@@ -118,6 +161,19 @@ class RouterDataModule(LightningDataModule):
             ``target_transform``, applied to the K+1 scores of the row), so the router predicts K+1 values and its
             metrics treat the dense model as one of the choices. Needed for a compute budget that can reach the
             dense model (``--budget``, :mod:`pudding.router.budget`); off: today's K candidates only.
+        target: What the router regresses per choice: ``likelihood`` (the paper's: the gold answer's per-token mean
+            log-likelihood), ``posterior`` (the gold answer's log-probability among the item's choices, normalised
+            as ``metric`` is) or ``correct`` (1 where the choice answers the item right under ``metric``, else 0).
+            The last two need datasets built with ``pudding dataset --all_choices true``. Regret, selection
+            accuracy and the best static candidate follow the target; ``regret_acc`` (the accuracy-based regret)
+            is logged for every target whenever the data has the all-choice columns.
+        center: Subtract each row's mean over its choices from its targets (after ``target_transform``), so the
+            router fits only how the choices differ on a prompt, not the prompt's overall level. The metrics do
+            not change with it (a row's argmax does not).
+        metric: The accuracy ``posterior``, ``correct`` and ``regret_acc`` follow: ``acc`` (summed
+            log-likelihoods, what the results tables report) or ``acc_norm`` (length-normalised, on the tasks that
+            report it: ARC, HellaSwag, PIQA; BoolQ and WinoGrande use ``acc``), as the zero-shot callback's
+            ``metric``.
     """
 
     def __init__(
@@ -134,9 +190,14 @@ class RouterDataModule(LightningDataModule):
         length_grouped: bool = True,
         llm: LLMOptions = LLMOptions(),
         dense_choice: bool = False,
+        target: Literal["likelihood", "posterior", "correct"] = "likelihood",
+        center: bool = False,
+        metric: Literal["acc", "acc_norm"] = "acc",
     ) -> None:
         super().__init__()
-        self.paths = self.check_options(datasets, max_length, batch_size, val_fraction, target_transform)
+        self.paths = self.check_options(
+            datasets, max_length, batch_size, val_fraction, target_transform, target=target, metric=metric
+        )
         self.router = router
         self.max_length = max_length
         self.batch_size = batch_size
@@ -148,6 +209,11 @@ class RouterDataModule(LightningDataModule):
         self.length_grouped = length_grouped
         self.llm = llm or LLMOptions()
         self.dense_choice = bool(dense_choice)
+        self.target = target
+        self.center = bool(center)
+        self.metric = metric
+        self.has_correct = False
+        """Whether every dataset has the all-choice columns (then batches carry ``correct``)."""
         self.self_info: dict = {}
         self._features: list[torch.Tensor] = []
         self.meta: dict = {}
@@ -164,6 +230,8 @@ class RouterDataModule(LightningDataModule):
         batch_size: int = 32,
         val_fraction: float = 0.1,
         target_transform: str = "raw",
+        target: str = "likelihood",
+        metric: str = "acc",
     ) -> list[str]:
         """The option checks of ``__init__``, callable before anything is built (``pudding-train`` runs them before
         the encoder loads). Returns the dataset paths."""
@@ -172,6 +240,10 @@ class RouterDataModule(LightningDataModule):
             raise OptionError("option data.datasets: give at least one router dataset")
         if target_transform not in TARGET_TRANSFORMS:
             raise OptionError(f"option data.target_transform: {target_transform!r} is not one of {TARGET_TRANSFORMS}")
+        if target not in TARGETS:
+            raise OptionError(f"option data.target: {target!r} is not one of {', '.join(TARGETS)}")
+        if metric not in METRICS:
+            raise OptionError(f"option data.metric: {metric!r} is not one of {', '.join(METRICS)}")
         if not 0.0 <= val_fraction < 1.0:
             raise OptionError(f"option data.val_fraction: must lie in [0, 1), got {val_fraction}")
         if max_length < 2 or batch_size < 1:
@@ -206,8 +278,12 @@ class RouterDataModule(LightningDataModule):
         """Load every dataset, refuse incompatible ones, and concatenate their columns."""
         first_meta: dict | None = None
         columns: dict[str, list] = {"task": [], "item_id": [], "router_text": [], "scores": [], "dense_score": []}
+        choices = [target_columns(target, self.metric) for target in TARGETS[1:]]
+        self.has_correct = True
         for path in self.paths:
             dataset, meta = load_router_dataset(path)
+            require_choice_columns(meta, path, self.target)
+            self.has_correct = self.has_correct and bool(meta.get("all_choices"))
             k = meta["num_candidates"]
             if self.expected_k is not None and k != self.expected_k:
                 raise RouterDataError(
@@ -234,7 +310,10 @@ class RouterDataModule(LightningDataModule):
                 )
             if self.router == "self":
                 self._features.append(self._self_features(path, table, meta))
-            for name in columns:
+            if meta.get("all_choices"):
+                for name in (n for pair in choices for n in pair):
+                    columns.setdefault(name, []).extend(table[name])
+            for name in BASE_COLUMNS:
                 values = table[name]
                 if name == "scores":
                     bad = next((i for i, row in enumerate(values) if len(row) != k), None)
@@ -262,10 +341,9 @@ class RouterDataModule(LightningDataModule):
         self._features, self.self_info = [], {}
         meta, columns = self._load_all()
         k = meta["num_candidates"]
-        scores = np.asarray(columns["scores"], dtype=np.float64).reshape(-1, k)
         dense = np.asarray(columns["dense_score"], dtype=np.float64)
-        if self.dense_choice:
-            scores = np.column_stack([scores, dense])
+        scores = self._choice_matrix(columns, *target_columns(self.target, self.metric), k)
+        correct = self._choice_matrix(columns, *target_columns("correct", self.metric), k) if self.has_correct else None
         finite = np.isfinite(scores).all(axis=1)
         self.dropped_nonfinite = int((~finite).sum())
         if self.dropped_nonfinite:
@@ -300,6 +378,8 @@ class RouterDataModule(LightningDataModule):
             texts = [columns["router_text"][i] for i in keep]
             encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         targets = transform_targets(scores[keep], self.target_transform)
+        if self.center:
+            targets = targets - targets.mean(axis=1, keepdims=True)
         train, val = [], []
         for j, i in enumerate(keep):
             example = {
@@ -310,6 +390,8 @@ class RouterDataModule(LightningDataModule):
                 "task": columns["task"][i],
                 "item_id": columns["item_id"][i],
             }
+            if correct is not None:
+                example["correct"] = correct[i].astype(np.float32)
             if self.router == "self":
                 del example["input_ids"]
                 example["features"] = features[j]
@@ -318,8 +400,21 @@ class RouterDataModule(LightningDataModule):
         self.meta = {**meta, "target_transform": self.target_transform}
         if self.dense_choice:
             self.meta["dense_choice"] = True
+        if self.target != "likelihood":  # recorded where it is not the paper's (default bundles stay as they were)
+            self.meta["router_target"] = self.target
+        if self.metric != "acc":
+            self.meta["router_metric"] = self.metric
+        if self.center:
+            self.meta["center"] = True
         if self.router == "self":
             self.meta["self_features"] = self.self_info
+
+    def _choice_matrix(self, columns: dict[str, list], name: str, dense_name: str, k: int) -> np.ndarray:
+        """[N, K] float64 values of a per-candidate column, with its dense column appended with ``dense_choice``."""
+        values = np.asarray(columns[name], dtype=np.float64).reshape(-1, k)
+        if self.dense_choice:
+            values = np.column_stack([values, np.asarray(columns[dense_name], dtype=np.float64)])
+        return values
 
     # --------------------------------------------------------------------------------- dataloaders
     def _collator(self) -> RouterCollator | FeatureCollator:

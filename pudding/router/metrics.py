@@ -1,9 +1,11 @@
 """Router metrics as torchmetrics ``Metric`` subclasses: sum states (``dist_reduce_fx="sum"``), so DDP reduces them.
 
 Every metric takes the same ``update(preds, targets, scores)``: ``preds`` [B, K] router outputs, ``targets`` [B, K]
-the training targets (after the datamodule's target transform), ``scores`` [B, K] the raw per-candidate scores
-(gold per-token mean log-likelihood, nats per token). The router's choice is ``argmax(preds)``. Selection metrics
-read raw scores, so they mean the same thing whatever the target transform. A router trained with the dense model
+the training targets (after the datamodule's target transform), ``scores`` [B, K] the raw per-candidate values of the
+datamodule's ``target`` (by default the gold per-token mean log-likelihood, nats per token; or the gold posterior, or
+correctness). The router's choice is ``argmax(preds)``. Selection metrics read raw scores, so they mean the same thing
+whatever the target transform, and follow the target. :class:`AccuracyRegret` also takes ``correct`` [B, K] (1 where
+the choice answers the item right) and is the same for every target. A router trained with the dense model
 as a choice (``data.dense_choice``) has one more column, the dense model's, and these metrics treat it as any other
 choice (the best static candidate stays a pruned one). They score the argmax (no budget): the budget is an
 inference-time knob (:mod:`pudding.router.budget`).
@@ -86,6 +88,20 @@ class GainVsStatic(_SumMean):
         self._add(chosen_scores(preds, scores) - scores[:, self.best_static])
 
 
+class AccuracyRegret(_SumMean):
+    """Accuracy-based regret: the share of items some choice answers right but the chosen one does not (oracle
+    accuracy minus routed accuracy on the router data), whatever the training target. Without ``correct`` (data
+    built without every answer choice) an update adds nothing."""
+
+    higher_is_better = False
+
+    def update(
+        self, preds: torch.Tensor, targets: torch.Tensor, scores: torch.Tensor, correct: torch.Tensor | None = None
+    ) -> None:
+        if correct is not None:
+            self._add(correct.max(dim=-1).values - chosen_scores(preds, correct))
+
+
 class ChoiceHistogram(Metric):
     """How often each candidate is chosen: a [K] count vector."""
 
@@ -104,19 +120,37 @@ class ChoiceHistogram(Metric):
 
 
 SCALARS = ("mse", "selection_acc", "regret", "gain_vs_static")
+ACCURACY_SCALARS = ("regret_acc",)
+"""Scalars that read ``correct``: logged only when the router data has it."""
 
 
 def make_metrics(num_candidates: int, best_static: int) -> torch.nn.ModuleDict:
-    """One set of router metrics: the four scalars plus the choice histogram."""
+    """One set of router metrics: the four scalars, the accuracy-based regret and the choice histogram."""
     return torch.nn.ModuleDict(
         {
             "mse": RouterMSE(),
             "selection_acc": SelectionAccuracy(),
             "regret": Regret(),
             "gain_vs_static": GainVsStatic(best_static),
+            "regret_acc": AccuracyRegret(),
             "choice": ChoiceHistogram(num_candidates),
         }
     )
+
+
+def update_metrics(
+    group: torch.nn.ModuleDict,
+    preds: torch.Tensor,
+    targets: torch.Tensor,
+    scores: torch.Tensor,
+    correct: torch.Tensor | None = None,
+) -> None:
+    """Update every metric of ``group``; those of :data:`ACCURACY_SCALARS` only when ``correct`` is given."""
+    for name, metric in group.items():
+        if name not in ACCURACY_SCALARS:
+            metric.update(preds, targets, scores)
+        elif correct is not None:
+            metric.update(preds, targets, scores, correct)
 
 
 def reference_regrets(scores: torch.Tensor, best_static: int, dense: int | None = None) -> dict[str, float]:

@@ -20,7 +20,7 @@ from lightning.pytorch import LightningModule
 
 from pudding.core.candidates import Choices
 from pudding.core.errors import OptionError
-from pudding.router.metrics import SCALARS, make_metrics, reference_regrets
+from pudding.router.metrics import ACCURACY_SCALARS, SCALARS, make_metrics, reference_regrets, update_metrics
 from pudding.router.model import Router
 from pudding.router.static import best_static_by_depth, best_static_by_task, best_static_index
 from pudding.router.text import RouterModelError
@@ -92,6 +92,8 @@ class RouterModule(LightningModule):
         self.metrics: torch.nn.ModuleDict | None = None
         self.val_regret: dict[int, float] = {}
         """Validation regret of each epoch (what the best checkpoint is picked on), for the HPARAMS tab."""
+        self.accuracy = False
+        """Whether the router data says which choices answer right (then ``regret_acc`` is logged)."""
 
     # ------------------------------------------------------------------------------------- shape from data
     def configure_choices(
@@ -134,13 +136,17 @@ class RouterModule(LightningModule):
         router.best_static_by_depth, router.best_static_by_task = dict(by_depth), dict(by_task)
         if fresh and datamodule.train_set:
             router.start_head_at(np.stack([e["targets"] for e in datamodule.train_set]).mean(axis=0))
+        self.accuracy = bool(getattr(datamodule, "has_correct", False))
         self.references = {}
         for split, rows in (("train", datamodule.train_set), ("val", datamodule.val_set)):
             if rows:
-                scores = torch.as_tensor(np.stack([e["scores"] for e in rows]))
                 dense = len(router.omission_sets) - 1 if router.dense_choice else None
-                for name, value in reference_regrets(scores, router.best_static, dense=dense).items():
-                    self.references[f"ref/{split}_{name}"] = value
+                columns = {"": "scores", "_acc": "correct"} if self.accuracy else {"": "scores"}
+                for suffix, column in columns.items():
+                    values = torch.as_tensor(np.stack([e[column] for e in rows]))
+                    for name, value in reference_regrets(values, router.best_static, dense=dense).items():
+                        # ref/val_regret_best_static, and the accuracy-based ref/val_regret_acc_best_static
+                        self.references[f"ref/{split}_{name.replace('regret', 'regret' + suffix)}"] = value
 
     # ------------------------------------------------------------------------------------- forward / loss
     def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -177,9 +183,8 @@ class RouterModule(LightningModule):
     def _update_metrics(self, split: str, preds: torch.Tensor, batch: dict) -> None:
         if self.metrics is None:
             return
-        targets, scores = batch["targets"], batch["scores"]
-        for metric in self.metrics[_group(split)].values():
-            metric.update(preds, targets, scores)
+        targets, scores, correct = batch["targets"], batch["scores"], batch.get("correct")
+        update_metrics(self.metrics[_group(split)], preds, targets, scores, correct)
         if self.hparams.per_task_metrics:
             tasks = np.asarray(batch["task"])
             for task in np.unique(tasks):
@@ -187,8 +192,8 @@ class RouterModule(LightningModule):
                 if key not in self.metrics:
                     continue
                 rows = torch.as_tensor(np.flatnonzero(tasks == task), device=preds.device)
-                for metric in self.metrics[key].values():
-                    metric.update(preds[rows], targets[rows], scores[rows])
+                picked = None if correct is None else correct[rows]
+                update_metrics(self.metrics[key], preds[rows], targets[rows], scores[rows], picked)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -218,7 +223,7 @@ class RouterModule(LightningModule):
             group = self.metrics[key]
             if not self._updated_anywhere(group):
                 continue
-            for name in SCALARS:
+            for name in (*SCALARS, *(ACCURACY_SCALARS if self.accuracy else ())):
                 self.log(prefix + name, group[name].compute(), on_epoch=True)
             if self.router.depths_differ and self.router.num_blocks:
                 self._log_depths(prefix, group["choice"].compute(), f"{split}_kept/" if key == _group(split) else None)

@@ -34,21 +34,26 @@ from lightning.pytorch.utilities import rank_zero_only
 from pudding.core.errors import OptionError, OutputError
 from pudding.core.io import atomic_write_json
 from pudding.core.store import digest
+from pudding.core.tasks import get_task
 from pudding.core.tasks.partition import router_split
 from pudding.routerdata.dataset import (
+    BASE_COLUMNS,
+    CHOICE_COLUMNS,
+    CHOICE_TARGETS,
     DATASET_FORMAT,
     META_FILE,
     TARGET,
     RouterDataError,
+    has_choice_columns,
     load_router_dataset,
     make_dataset,
     read_meta,
     save_dataset,
 )
-from pudding.routerdata.headroom import headroom, headroom_table
+from pudding.routerdata.headroom import accuracy_table, headroom, headroom_table
 from pudding.routerdata.predict import ScoringModule
 from pudding.routerdata.progress import Expected, build_saver, pack_progress, unpack_progress
-from pudding.routerdata.units import ScoringDataModule, items_digest
+from pudding.routerdata.units import ScoringDataModule, choices_digest, items_digest
 from pudding.routerdata.writer import BUILD_FILE, SHARDS, ShardWriter, finished_chunks, read_shard, shard_name
 
 
@@ -58,8 +63,10 @@ def say(message: str) -> None:
 
 
 def build_key(module: ScoringModule, data: ScoringDataModule, device_type: str) -> tuple[str, dict]:
-    """The build key and the identity it hashes."""
+    """The build key and the identity it hashes (an all-choice build adds the digest of every choice it scores)."""
     identity = {"format": DATASET_FORMAT, "scoring": module.identity(device_type), "data": data.identity()}
+    if module.all_choices:
+        identity["data"]["choices_sha256"] = choices_digest(data.items)
     key = digest(identity)
     return key, identity
 
@@ -118,18 +125,23 @@ def assemble(module: ScoringModule, data: ScoringDataModule, shard_dir: Path, ke
         if sorted(rows) != list(chunk.indices):
             raise RouterDataError(f"shard {path} does not hold exactly the items of chunk {chunk.chunk_id}")
         by_task[chunk.task].update(rows)
-    columns: dict[str, list] = {"task": [], "item_id": [], "router_text": [], "scores": [], "dense_score": []}
+    extra = CHOICE_COLUMNS if module.all_choices else ()
+    columns: dict[str, list] = {name: [] for name in (*BASE_COLUMNS, *extra)}
     for task, items in data.items.items():
         rows = by_task[task]
         for index, item in enumerate(items):
             row = rows[index]
             if row["item_id"] != item.item_id or len(row["scores"]) != k:
                 raise RouterDataError(f"shard row {task}/{index} does not match item {item.item_id!r} or K={k}")
+            if any(name not in row or (not name.startswith("dense_") and len(row[name]) != k) for name in extra):
+                raise RouterDataError(f"shard row {task}/{index} lacks the all-choice columns; run the command again")
             columns["task"].append(task)
             columns["item_id"].append(item.item_id)
             columns["router_text"].append(item.router_text)
             columns["scores"].append([float(s) for s in row["scores"]])
             columns["dense_score"].append(float(row["dense_score"]))
+            for name in extra:
+                columns[name].append(row[name])
     return columns
 
 
@@ -138,6 +150,14 @@ def make_meta(module: ScoringModule, data: ScoringDataModule, key: str, identity
     cset = module.cset
     scoring = identity["scoring"]
     counts = {task: len(items) for task, items in data.items.items()}
+    choices = {}
+    if module.all_choices:
+        choices = {
+            "all_choices": True,
+            "choice_targets": dict(CHOICE_TARGETS),
+            "acc_norm_tasks": [task for task in data.items if "acc_norm" in get_task(task).metrics],
+            "choices_sha256": {task: choices_digest({task: items}) for task, items in data.items.items()},
+        }
     return {
         "format": DATASET_FORMAT,
         "build_key": key,
@@ -160,6 +180,7 @@ def make_meta(module: ScoringModule, data: ScoringDataModule, key: str, identity
         "rows_per_task": counts,
         "items_sha256": {task: items_digest({task: items}) for task, items in data.items.items()},
         "router_splits": {task: router_split(task, data.options) for task in data.items},
+        **choices,
         **data.describe(),
     }
 
@@ -224,7 +245,8 @@ def build_dataset(
     pending = [c for c in data.chunks if c.chunk_id not in done]
     todo_items = sum(len(c.indices) for c in pending)
     say(
-        f"{data.num_items} items in {len(data.chunks)} chunks × {len(module.omission_sets)} candidates + dense; "
+        f"{data.num_items} items in {len(data.chunks)} chunks × {len(module.omission_sets)} candidates + dense"
+        f"{', every answer choice' if module.all_choices else ''}; "
         f"{len(data.chunks) - len(pending)} chunks already scored in {run_dir}, {todo_items} items to score"
     )
     if trainer.is_global_zero:
@@ -266,3 +288,6 @@ def print_headroom(dataset: Dataset, meta: dict) -> None:
     names = meta.get("candidate_names") or [f"#{i}" for i in range(meta["num_candidates"])]
     say("mean per-token gold log-likelihood (nats, higher is better) by task; oracle = best candidate per item:")
     print(headroom_table(headroom(dataset, names)), flush=True)
+    if has_choice_columns(dataset.column_names):
+        say("accuracy on the router data (%, acc) by task; oracle = some candidate answers right:")
+        print(accuracy_table(dataset, names), flush=True)

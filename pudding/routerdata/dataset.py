@@ -6,6 +6,13 @@ Columns: ``task``, ``item_id``, ``router_text`` (the prompt without the answer: 
 stored as float32 (a resolution of ~5e-7 nats, far below any dtype effect), which halves the released scores file
 and lets a dataset rebuilt from it equal the original bit for bit.
 
+A build with ``all_choices`` (every answer choice scored; metadata ``all_choices: true``) adds
+:data:`CHOICE_COLUMNS`: per candidate (K) and for the dense model (``dense_`` prefix), ``posterior`` (float32: the
+gold answer's log-probability among the item's choices, a log-softmax over their summed log-likelihoods), ``correct``
+(bool: ``acc`` picks the gold answer) and ``posterior_norm`` / ``correct_norm`` (the same over length-normalised
+log-likelihoods, as ``acc_norm`` judges, for the tasks that report ``acc_norm``; equal to the ``acc`` pair for the
+others). Datasets without them load as before; they just cannot serve those targets.
+
 The metadata lives in a sidecar file rather than in ``info.description`` so a person can read it with any tool; it
 names the base model, the candidate file and its sha256, the omission sets in column order of ``scores``, and where
 each task's items came from. A dataset is written to a temporary folder and renamed into place, so its path never
@@ -36,26 +43,46 @@ META_FILE = "pudding_meta.json"
 DATASET_FORMAT = 2
 """2: float32 scores and per-task ``items_sha256`` in the metadata (1: float64, no digests)."""
 TARGET = "per-token mean log-likelihood of the gold continuation (lm-eval tokenisation), per candidate"
+BASE_COLUMNS = ("task", "item_id", "router_text", "scores", "dense_score")
+CHOICE_METRICS = ("posterior", "posterior_norm", "correct", "correct_norm")
+"""The all-choice values of a set on an item (see the module docstring)."""
+CHOICE_COLUMNS = tuple(name for metric in CHOICE_METRICS for name in (metric, f"dense_{metric}"))
+"""The columns an ``all_choices`` build adds: each of :data:`CHOICE_METRICS` per candidate ([K]) and dense."""
+CHOICE_TARGETS = {
+    "posterior": "log-probability of the gold answer among the choices (log-softmax of summed log-likelihoods)",
+    "posterior_norm": "as posterior, over length-normalised log-likelihoods where the task reports acc_norm",
+    "correct": "acc picks the gold answer",
+    "correct_norm": "acc_norm picks the gold answer where the task reports it, else acc",
+}
 
 
 class RouterDataError(PuddingError):
     """A router dataset that cannot be used (missing, malformed, or incompatible with the others)."""
 
 
-def features(num_candidates: int) -> Features:
-    return Features(
-        {
-            "task": Value("string"),
-            "item_id": Value("string"),
-            "router_text": Value("string"),
-            "scores": List(Value("float32"), length=num_candidates),
-            "dense_score": Value("float32"),
-        }
-    )
+def features(num_candidates: int, all_choices: bool = False) -> Features:
+    spec = {
+        "task": Value("string"),
+        "item_id": Value("string"),
+        "router_text": Value("string"),
+        "scores": List(Value("float32"), length=num_candidates),
+        "dense_score": Value("float32"),
+    }
+    if all_choices:
+        for name in CHOICE_COLUMNS:
+            kind = Value("bool") if "correct" in name else Value("float32")
+            spec[name] = kind if name.startswith("dense_") else List(kind, length=num_candidates)
+    return Features(spec)
+
+
+def has_choice_columns(columns: dict | list) -> bool:
+    """Whether a dataset's columns (names, or a name → values mapping) hold every all-choice column."""
+    return all(name in columns for name in CHOICE_COLUMNS)
 
 
 def make_dataset(columns: dict[str, list], num_candidates: int) -> Dataset:
-    """Columns → Arrow dataset with fixed-length ``scores`` (K is checked by Arrow as well as by us)."""
+    """Columns → Arrow dataset with fixed-length ``scores`` (K is checked by Arrow as well as by us); the all-choice
+    columns are kept when every one of them is given."""
     finite = 0
     for i, row in enumerate(columns["scores"]):
         if len(row) != num_candidates:
@@ -66,7 +93,9 @@ def make_dataset(columns: dict[str, list], num_candidates: int) -> Dataset:
             f"none of the {len(columns['scores'])} rows has finite scores for every candidate (row 0, "
             f"{columns['task'][0]}/{columns['item_id'][0]}: {list(columns['scores'][0])})"
         )
-    return Dataset.from_dict(columns, features=features(num_candidates))
+    choices = has_choice_columns(columns)
+    names = [*BASE_COLUMNS, *(CHOICE_COLUMNS if choices else ())]
+    return Dataset.from_dict({n: columns[n] for n in names}, features=features(num_candidates, choices))
 
 
 def save_dataset(dataset: Dataset, meta: dict, output: str | Path, overwrite: bool = False) -> Path:
@@ -112,7 +141,8 @@ def load_router_dataset(path: str | Path) -> tuple[Dataset, dict]:
     """Load a dataset written by ``pudding dataset`` and its metadata; checks K against the metadata."""
     meta = read_meta(path)
     dataset = load_from_disk(str(path))
-    missing = {"task", "item_id", "router_text", "scores", "dense_score"} - set(dataset.column_names)
+    wanted = {*BASE_COLUMNS, *(CHOICE_COLUMNS if meta.get("all_choices") else ())}
+    missing = wanted - set(dataset.column_names)
     if missing:
         raise RouterDataError(f"{path}: columns {sorted(missing)} are missing")
     k = meta["num_candidates"]

@@ -2,7 +2,8 @@
 
 The router's job is to beat the best *static* choice (one candidate for every prompt) and approach the *oracle* (the
 best candidate of each item, known only with the gold answer). Both are read straight off the ``scores`` column, so
-``pudding dataset`` prints them once a dataset is built and the router issue can log them as baselines.
+``pudding dataset`` prints them once a dataset is built and the router issue can log them as baselines. A dataset
+with every answer choice scored also gives them in accuracy (:func:`accuracy_table`, from its ``correct`` columns).
 """
 
 from __future__ import annotations
@@ -76,5 +77,26 @@ def headroom_table(groups: Sequence[Headroom]) -> str:
         lines.append(
             f"| {g.task} | {g.rows:,} | {g.dense:.2f} | {g.best_static:.2f} ({g.best_static_name}) | {g.oracle:.2f} "
             f"| {g.most_often_best} ({100 * g.most_often_share:.0f} %) | {100 * g.oracle_beats_dense:.0f} % |"
+        )
+    return "\n".join(lines)
+
+
+def accuracy_table(dataset: Dataset, names: Sequence[str], column: str = "correct") -> str:
+    """Per task and overall, router-data accuracy (%) of dense, the best single candidate and the per-item oracle (some
+    candidate right), from an all-choice dataset's ``correct`` (``acc``) or ``correct_norm`` column; Markdown."""
+    right = np.asarray(dataset[column], dtype=np.float64)
+    dense = np.asarray(dataset[f"dense_{column}"], dtype=np.float64)
+    tasks = np.asarray(dataset["task"])
+    lines = [
+        "| task | rows | dense | best single candidate | oracle (some candidate right) |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for task in [*dict.fromkeys(tasks.tolist()), "all"]:
+        rows = np.ones(len(tasks), dtype=bool) if task == "all" else tasks == task
+        static = right[rows].mean(axis=0)
+        best = int(static.argmax())
+        lines.append(
+            f"| {task} | {int(rows.sum()):,} | {100 * dense[rows].mean():.2f} | {100 * static[best]:.2f} "
+            f"({names[best]}) | {100 * right[rows].max(axis=1).mean():.2f} |"
         )
     return "\n".join(lines)

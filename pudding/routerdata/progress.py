@@ -2,8 +2,9 @@
 
 A build keeps its finished chunks as shard files in a git-ignored work dir; a machine that goes away mid-build takes
 them along. ``pudding dataset --progress FILE`` therefore keeps one file beside them: every finished shard's rows
-(``chunk_id``, ``task``, ``index``, ``item_id``, the K ``scores`` and ``dense_score`` — item ids and numbers, no
-benchmark text), with the full build key and the identity it hashes in the Parquet schema. Scores stay float64, as in
+(``chunk_id``, ``task``, ``index``, ``item_id``, the K ``scores`` and ``dense_score``, and for an all-choice build
+its :data:`~pudding.routerdata.dataset.CHOICE_COLUMNS` — item ids and numbers, no benchmark text), with the full
+build key and the identity it hashes in the Parquet schema. Scores stay float64, as in
 the shards, so a build resumed from the file ends bit for bit equal to an uninterrupted one.
 
 :func:`pack_progress` writes the file from a build's run dir (atomically); :func:`unpack_progress` turns it back into
@@ -23,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from pudding.core.progress import ProgressSaver, TaggedFormat
-from pudding.routerdata.dataset import RouterDataError
+from pudding.routerdata.dataset import CHOICE_COLUMNS, RouterDataError
 from pudding.routerdata.writer import BUILD_FILE, SHARDS, finished_chunks, finished_shards, shard_name, write_shard
 
 PROGRESS_FORMAT = "pudding-router-progress/1"
@@ -59,38 +60,39 @@ def pack_progress(run_dir: str | Path, path: str | Path) -> int:
     if not shards:
         raise RouterDataError(f"{shard_dir}: no finished shard of build {key[:16]} to pack into {path}")
     k = len(shards[0]["rows"][0]["scores"])
-    cols: dict[str, list] = {name: [] for name in COLUMNS}
+    extra = CHOICE_COLUMNS if all(name in shards[0]["rows"][0] for name in CHOICE_COLUMNS) else ()
+    cols: dict[str, list] = {name: [] for name in (*COLUMNS, *extra)}
     for shard in shards:
         for row in shard["rows"]:
-            if len(row["scores"]) != k:
+            if len(row["scores"]) != k or any(name not in row for name in extra):
                 where = shard_dir / shard_name(shard["chunk_id"])
-                raise RouterDataError(f"{where}: a row holds {len(row['scores'])} scores, other shards {k}")
+                raise RouterDataError(f"{where}: a row holds {len(row['scores'])} scores or other columns than row 0")
             cols["chunk_id"].append(shard["chunk_id"])
             cols["task"].append(shard["task"])
-            cols["index"].append(row["index"])
-            cols["item_id"].append(row["item_id"])
-            cols["scores"].append(row["scores"])
-            cols["dense_score"].append(row["dense_score"])
-    scores = np.asarray(cols["scores"], dtype=np.float64).reshape(-1, k)
-    table = pa.table(
-        {
-            "chunk_id": pa.array(cols["chunk_id"], type=pa.string()).dictionary_encode(),
-            "task": pa.array(cols["task"], type=pa.string()).dictionary_encode(),
-            "index": pa.array(cols["index"], type=pa.int64()),
-            "item_id": pa.array(cols["item_id"], type=pa.string()),
-            "scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.ravel(), type=pa.float64()), k),
-            "dense_score": pa.array(np.asarray(cols["dense_score"], dtype=np.float64), type=pa.float64()),
-        }
-    )
+            for name in (*COLUMNS[2:], *extra):
+                cols[name].append(row[name])
+    columns = {
+        "chunk_id": pa.array(cols["chunk_id"], type=pa.string()).dictionary_encode(),
+        "task": pa.array(cols["task"], type=pa.string()).dictionary_encode(),
+        "index": pa.array(cols["index"], type=pa.int64()),
+        "item_id": pa.array(cols["item_id"], type=pa.string()),
+    }
+    for name in ("scores", "dense_score", *extra):
+        kind = pa.bool_() if "correct" in name else pa.float64()
+        values = np.asarray(cols[name], dtype=bool if kind == pa.bool_() else np.float64)
+        flat = pa.array(values.ravel(), type=kind)
+        columns[name] = flat if values.ndim == 1 else pa.FixedSizeListArray.from_arrays(flat, k)
     info = {"build_key": key, "identity": identity, "num_candidates": k, "chunks": len(shards)}
+    floats = ["scores.list.element", "dense_score"]
+    floats += [n if n.startswith("dense_") else f"{n}.list.element" for n in extra if "posterior" in n]
     FORMAT.write(
         path,
-        table,
+        pa.table(columns),
         info,
         compression="zstd",
         compression_level=9,
         use_dictionary=["chunk_id", "task"],
-        use_byte_stream_split=["scores.list.element", "dense_score"],  # float bytes compress far better split
+        use_byte_stream_split=floats,  # float bytes compress far better split
     )
     return len(shards)
 
@@ -132,22 +134,16 @@ def identity_differences(theirs: Mapping, ours: Mapping) -> list[str]:
 
 
 def _chunks(table: pa.Table, path: Path, k: int) -> dict[str, tuple[str, list[dict]]]:
-    """Rows grouped by chunk, in file order; a chunk split across tasks or a short score row is refused."""
-    cols = {name: table.column(name).to_pylist() for name in ("chunk_id", "task", "index", "item_id", "dense_score")}
-    scores = table.column("scores").to_pylist()
+    """Rows grouped by chunk, in file order, as the shards hold them; a chunk split across tasks or a short score
+    row is refused."""
+    extra = CHOICE_COLUMNS if all(name in table.column_names for name in CHOICE_COLUMNS) else ()
+    cols = {name: table.column(name).to_pylist() for name in (*COLUMNS, *extra)}
     chunks: dict[str, tuple[str, list[dict]]] = {}
     for i, chunk_id in enumerate(cols["chunk_id"]):
         task, rows = chunks.setdefault(chunk_id, (cols["task"][i], []))
-        if task != cols["task"][i] or len(scores[i]) != k:
+        if task != cols["task"][i] or len(cols["scores"][i]) != k:
             raise RouterDataError(f"progress file {path}: row {i} (chunk {chunk_id}) is inconsistent with its chunk")
-        rows.append(
-            {
-                "index": cols["index"][i],
-                "item_id": cols["item_id"][i],
-                "scores": scores[i],
-                "dense_score": cols["dense_score"][i],
-            }
-        )
+        rows.append({name: cols[name][i] for name in (*COLUMNS[2:], *extra)})
     return chunks
 
 

@@ -4,8 +4,8 @@ The default search and router-data build take hours on a CPU, and their outputs 
 (``checkpoints/release/`` for the default model, tracked in git) holds:
 
 * ``candidates.yaml`` — the candidate file, byte for byte;
-* ``router_scores.parquet`` — per router item: task, item_id, the K candidate scores and the dense score (no
-  benchmark text; :mod:`pudding.routerdata.scores`);
+* ``router_scores.parquet`` — per router item: task, item_id, the K candidate scores and the dense score, and from
+  an all-choice build the gold posterior and correctness per set (no benchmark text; :mod:`pudding.routerdata.scores`);
 * ``manifest.yaml`` — base model (and its file's sha256 for ``default``), both files' sha256, the dtype that produced
   them and why, package versions, rows per task, the headroom table of the scores, and the commands that produced
   them with how long each took (``produced_by``, given by whoever ran them).
@@ -123,6 +123,7 @@ def write_release(
             "rows_per_task": meta["rows_per_task"],
             "build_key": meta["build_key"],
             "target": meta["target"],
+            "all_choices": bool(meta.get("all_choices")),
             "dtype": meta["dtype"],
             "dtype_reason": meta.get("dtype_reason"),
             "tasks": meta["tasks"],

@@ -2,7 +2,10 @@
 
 Scoring the router data takes hours on a CPU; its result is small. A scores file holds, per item, ``task``,
 ``item_id``, the K candidate scores and the dense score — no benchmark text, so it can be shipped — plus the dataset's
-metadata (candidate-file hash, base model, dtype, per-task digests of the items) in the Parquet schema. Rebuilding
+metadata (candidate-file hash, base model, dtype, per-task digests of the items) in the Parquet schema. A dataset
+built with every answer choice scored also ships its all-choice columns (the gold answer's posterior and whether
+the set answers right, per candidate and dense: model numbers, no choice text and no gold label); a scores file
+without them rebuilds a dataset without them. Rebuilding
 reads ``router_text`` from the original task files in ``data_dir`` and writes the same Arrow dataset the full build
 wrote: same rows in the same order, same columns and values, same metadata (only ``data_dir`` and
 ``candidates_file``, which say where things are on this machine, follow the rebuild's arguments).
@@ -24,12 +27,14 @@ from pudding.core.errors import OutputError
 from pudding.core.progress import TaggedFormat
 from pudding.core.tasks import DataOptions, TaskDataError, get_task, router_items
 from pudding.routerdata.dataset import (
+    CHOICE_COLUMNS,
     RouterDataError,
+    has_choice_columns,
     load_router_dataset,
     make_dataset,
     save_dataset,
 )
-from pudding.routerdata.units import items_digest
+from pudding.routerdata.units import choices_digest, items_digest
 
 SCORES_FORMAT = "pudding-router-scores/1"
 FORMAT = TaggedFormat(
@@ -47,13 +52,19 @@ def export_scores(dataset_dir: str | Path, output: str | Path) -> Path:
         )
     k = meta["num_candidates"]
     table = dataset.with_format("arrow")[:]
-    scores = np.asarray(table.column("scores").combine_chunks().flatten(), dtype=np.float32).reshape(-1, k)
     columns = {
         "task": pa.array(table.column("task").to_pylist()).dictionary_encode(),
         "item_id": pa.array(table.column("item_id").to_pylist(), type=pa.string()),
-        "scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.ravel(), type=pa.float32()), k),
-        "dense_score": pa.array(np.asarray(table.column("dense_score"), dtype=np.float32), type=pa.float32()),
     }
+    extra = CHOICE_COLUMNS if has_choice_columns(table.column_names) else ()
+    for name in ("scores", "dense_score", *extra):
+        per_row = name.startswith("dense_")  # one value per row; the others hold K per row
+        flag = "correct" in name
+        column = table.column(name).combine_chunks()
+        values = np.asarray(column if per_row else column.flatten(), dtype=bool if flag else np.float32)
+        flat = pa.array(values, type=pa.bool_() if flag else pa.float32())
+        columns[name] = flat if per_row else pa.FixedSizeListArray.from_arrays(flat, k)
+    split = ["dense_score", *(n for n in extra if n.startswith("dense_posterior"))]
     output = Path(output)
     FORMAT.write(
         output,
@@ -61,7 +72,7 @@ def export_scores(dataset_dir: str | Path, output: str | Path) -> Path:
         {"dataset_meta": meta},
         compression="zstd",
         compression_level=19,
-        use_byte_stream_split=["dense_score"],
+        use_byte_stream_split=split,
     )
     return output
 
@@ -119,7 +130,10 @@ def rebuild_dataset(
         lost = next((i for i in wanted if i not in texts[task]), None)
         if lost is not None:
             raise RouterDataError(f"{scores_file}: item_id {lost!r} of task {task} no longer exists in {files}")
-        if items_digest({task: items}) != meta["items_sha256"].get(task):
+        choices = meta.get("choices_sha256")
+        if items_digest({task: items}) != meta["items_sha256"].get(task) or (
+            choices is not None and choices_digest({task: items}) != choices.get(task)
+        ):
             raise RouterDataError(
                 f"{task}: the router items in {files} differ from those {scores_file} was scored "
                 "on (changed task file); rebuild the scores with `pudding dataset` instead"
@@ -136,6 +150,8 @@ def rebuild_dataset(
         "scores": table.column("scores").to_pylist(),
         "dense_score": table.column("dense_score").to_pylist(),
     }
+    if has_choice_columns(table.column_names):
+        columns.update({name: table.column(name).to_pylist() for name in CHOICE_COLUMNS})
     try:
         dataset = make_dataset(columns, k)
     except RouterDataError as exc:

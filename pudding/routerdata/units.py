@@ -22,7 +22,15 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from pudding.core.errors import OptionError
-from pudding.core.tasks import DEFAULT_TASKS, DataOptions, Item, TaskDataError, parse_task_list, router_items
+from pudding.core.tasks import (
+    DEFAULT_TASKS,
+    DataOptions,
+    Item,
+    TaskDataError,
+    get_task,
+    parse_task_list,
+    router_items,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,18 @@ def make_chunks(items_by_task: dict[str, Sequence[Item]], items_per_batch: int) 
             indices = tuple(sorted(by_length[lo : lo + items_per_batch]))
             chunks.append(Chunk(chunk_id=f"{task}-{n:05d}", task=task, indices=indices))
     return chunks
+
+
+def choices_digest(items_by_task: dict[str, Sequence[Item]]) -> str:
+    """sha256 of what an all-choice build reads beyond :func:`items_digest`: every request, choice and the gold
+    index (a changed distractor changes an all-choice build's key and is refused by its rebuild)."""
+    digest = hashlib.sha256()
+    for task, items in items_by_task.items():
+        for item in items:
+            record = [task, item.item_id, item.gold, [list(r) for r in item.requests], list(item.choices)]
+            digest.update(json.dumps(record, ensure_ascii=False).encode())
+            digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def items_digest(items_by_task: dict[str, Sequence[Item]]) -> str:
@@ -158,7 +178,9 @@ class ScoringDataModule(LightningDataModule):
         }
 
     def unit(self, chunk: Chunk) -> dict:
-        """The predict batch for ``chunk``: parallel lists, gold request only."""
+        """The predict batch for ``chunk``: parallel lists, the gold request of each item, and what an all-choice
+        build reads besides (every request, the choices' strings, the gold index, whether the task reports
+        ``acc_norm``)."""
         items = [self.items[chunk.task][i] for i in chunk.indices]
         return {
             "chunk_id": chunk.chunk_id,
@@ -167,6 +189,10 @@ class ScoringDataModule(LightningDataModule):
             "item_id": [item.item_id for item in items],
             "context": [gold_request(item)[0] for item in items],
             "continuation": [gold_request(item)[1] for item in items],
+            "requests": [[list(r) for r in item.requests] for item in items],
+            "choices": [list(item.choices) for item in items],
+            "gold": [item.gold for item in items],
+            "acc_norm": "acc_norm" in get_task(chunk.task).metrics,
         }
 
     def setup(self, stage: str | None = None) -> None:

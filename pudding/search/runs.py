@@ -11,6 +11,11 @@ Several depths (``num_omit: [3, 5, 7]``) cost one search: each run goes to the l
 search of that depth alone has (so its run files are reused), and the first ``d`` blocks it removed, with their step
 losses, are its ``d``-block candidate — exactly what a search stopped at ``d`` finds, since every step depends only on
 the steps before it.
+
+With ``sleb`` the task-agnostic SLEB set joins the pool as one more run (``sleb/perplexity``): the very search
+``pudding compare`` runs for its SLEB baseline (:mod:`pudding.search.sleb`, same texts, model key and cache under
+``<outcomes_dir>/sleb``), so a search compare already made is read back, and the candidate is exactly the baseline
+row's set at every depth.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pudding.core.candidates import (
@@ -32,6 +37,8 @@ from pudding.core.io import OutputOptions, check_output, print_line
 from pudding.core.llm import LLMOptions
 from pudding.core.models.loading import BaseModel, base_num_blocks, load_base
 from pudding.core.options import as_int_list, as_str_list, check_positive
+from pudding.core.outcomes import DEFAULT_OUTCOMES_DIR, model_key
+from pudding.core.outcomes_progress import SLEB_DIR, unpack_outcomes
 from pudding.core.scoring import Scorer
 from pudding.core.spread import WHOLE, Share, SpreadOptions, deal, rank_device, spread, text_cost, wait_for
 from pudding.core.store import KeyedStore, digest
@@ -47,6 +54,7 @@ from pudding.search.objectives import (
     sample_indices,
     text_requests,
 )
+from pudding.search.sleb import sleb_search, sleb_texts
 
 SEARCH_VERSION = 2
 """Bumped when a change to the search would change results, so stale run files are not reused."""
@@ -88,6 +96,18 @@ class SearchOptions(SpreadOptions, OutputOptions, TaskOptions, LLMOptions):
             candidates at the depths of ``num_omit`` up to the file's own: no search and no model, in a second
             (e.g. the 3-, 5- and 7-block candidates from the released 7-block file, on a machine without its run
             files). The other search options are then not used.
+        sleb: Add the task-agnostic SLEB set (greedy perplexity search on pooled router text, or on ``corpus``) at
+            each depth of ``num_omit`` as one more candidate, ``sleb/perplexity`` (merged into a task candidate that
+            found the same set), so a router can choose it. The search is the one ``pudding compare`` runs for its
+            SLEB row, kept under ``outcomes_dir``: one compare already made is reused (with ``keep_first`` and
+            ``keep_last`` 1, compare's). Off by default: the released 12-candidate file was made without it, and its
+            scores, bundles and tracked results name that file.
+        sleb_samples: Router items per task pooled as SLEB's text (``pudding compare``'s ``sleb_samples``; the same
+            value reuses its search).
+        outcomes_dir: Where the SLEB search is kept (under ``sleb/``), shared with ``pudding compare``.
+        outcomes_progress: An outcomes progress file (``pudding compare --outcomes_progress``, e.g. the tracked
+            ``benchmarks/results/eval_progress.parquet``) unpacked into ``outcomes_dir`` before the SLEB search, so a
+            search it carries is not run again. Null: none.
     """
 
     base: str = "default"
@@ -101,6 +121,10 @@ class SearchOptions(SpreadOptions, OutputOptions, TaskOptions, LLMOptions):
     work_dir: str | None = None
     corpus: str | None = None
     from_runs: str | None = None
+    sleb: bool = False
+    sleb_samples: int = 16
+    outcomes_dir: str = DEFAULT_OUTCOMES_DIR
+    outcomes_progress: str | None = None
 
     def check(self) -> None:
         self.losses = tuple(dict.fromkeys(as_str_list(self.losses, "losses")))
@@ -117,8 +141,13 @@ class SearchOptions(SpreadOptions, OutputOptions, TaskOptions, LLMOptions):
             raise OptionError(f"option corpus: {self.corpus} is not a file")
         if self.from_runs is not None and not Path(self.from_runs).is_file():
             raise OptionError(f"option from_runs: {self.from_runs} is not a file")
-        if self.corpus is not None and "perplexity" not in self.losses:
-            raise OptionError("option corpus is only used by the perplexity loss; add perplexity to losses")
+        if self.corpus is not None and "perplexity" not in self.losses and not self.sleb:
+            raise OptionError(
+                "option corpus is only used by the perplexity loss and by sleb; add perplexity to losses or set sleb"
+            )
+        check_positive(self.sleb_samples, "sleb_samples")
+        if self.outcomes_progress is not None and not Path(self.outcomes_progress).is_file():
+            raise OptionError(f"option outcomes_progress: {self.outcomes_progress} is not a file")
 
     @property
     def depths(self) -> tuple[int, ...]:
@@ -310,6 +339,8 @@ def run_search(
     check_output(opts.output, opts.overwrite)
     if opts.from_runs is not None:
         cset = candidates_from_runs(opts.from_runs, opts.depths)
+        if opts.sleb and not any(run.get("task") == SLEB_TASK for run in cset.search["runs"]):
+            cset = add_sleb(cset, opts, base, log)
         cset.save(opts.output)
         log(f"{len(cset)} candidates at depths {list(cset.depths)} from the runs recorded in {opts.from_runs}")
         log(f"saved {opts.output}")
@@ -401,6 +432,9 @@ def run_search(
         records = [r if r is not None else load_run(p, k) for r, p, k in zip(records, paths, keys, strict=True)]
         if any(r is None for r in records):
             raise CandidateFileError(f"{opts.run_dir}: a run file another worker wrote is unreadable; run again")
+    if opts.sleb:
+        records.append(sleb_record(opts, scorer, model_key(base.name, dtype["dtype"], base.device.type), log))
+        notes["sleb"] = sleb_note(opts)
     cset = build_candidate_set(opts, records, num_blocks, notes, dtype)
     if len(cset) < 2:
         raise CandidateFileError(
@@ -433,6 +467,51 @@ def replace_device(opts: SearchOptions, device: str) -> SearchOptions:
 def prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
     """``log`` with every line prefixed (which worker says it)."""
     return lambda text: log(prefix + text)
+
+
+SLEB_TASK = "sleb"
+"""Task label of the SLEB run in a candidate file (``sleb/perplexity``): task-agnostic, pooled over the tasks."""
+
+
+def sleb_record(opts: SearchOptions, scorer: Scorer, key: str, log: Callable[[str], None]) -> RunRecord:
+    """SLEB's search to the deepest depth as a run of this search: :func:`~pudding.search.sleb.sleb_search` on the
+    texts, under the model key and in the cache ``pudding compare`` uses, so a search it made is read back."""
+    if opts.outcomes_progress is not None:
+        counts = unpack_outcomes(opts.outcomes_progress, opts.outcomes_dir)
+        log(f"outcomes progress file {opts.outcomes_progress}: {counts.sleb} SLEB records into {opts.outcomes_dir}")
+    texts = sleb_texts(opts.tasks, opts.data_options, opts.sleb_samples, corpus=opts.corpus)
+    log(f"SLEB candidate: greedy perplexity search on {len(texts)} texts ({opts.corpus or 'pooled router text'})")
+    cache = Path(opts.outcomes_dir) / SLEB_DIR
+    result = sleb_search(scorer, texts, opts.max_depth, key, cache, opts.keep_first, opts.keep_last, log=log)
+    return RunRecord(
+        task=SLEB_TASK,
+        loss="perplexity",
+        omit=list(result.omit),
+        step_losses=list(result.step_losses),
+        dense_loss=result.dense_loss,
+    )
+
+
+def add_sleb(
+    cset: CandidateSet, opts: SearchOptions, base: BaseModel | None, log: Callable[[str], None]
+) -> CandidateSet:
+    """``--from_runs`` with ``sleb``: the file's runs plus SLEB's, at the depths asked for. The model is loaded (in
+    ``opts.dtype``; the file's own is recorded in its ``search``) to look SLEB up, or search it when not cached."""
+    if base is None:
+        base = load_base(cset.base_model, dtype=opts.dtype, device=opts.device, cache_dir=opts.cache_dir)
+    scorer = Scorer(base.model, base.tokenizer, batch_tokens=opts.batch_tokens)
+    dtype = dtype_record(base)
+    record = sleb_record(opts, scorer, model_key(base.name, dtype["dtype"], base.device.type), log)
+    runs = [*cset.search["runs"], record.summary()]
+    search = {**cset.search, "runs": runs, "samples": {**cset.search.get("samples", {}), "sleb": sleb_note(opts)}}
+    search["sleb"] = {"sleb_samples": opts.sleb_samples, "corpus": opts.corpus, **dtype}
+    return replace(cset, candidates=candidates_at_depths(runs, opts.depths), search=search)
+
+
+def sleb_note(opts: SearchOptions) -> str:
+    """What SLEB was searched on, for the candidate file's ``search.samples``."""
+    source = f"{opts.corpus}" if opts.corpus else f"{opts.sleb_samples} router items per task of {list(opts.tasks)}"
+    return f"sleb: task-agnostic perplexity search on {source}, kept in {Path(opts.outcomes_dir) / SLEB_DIR}"
 
 
 def _counters(evaluator: FastEvaluator | NaiveEvaluator) -> dict[str, int]:
@@ -478,6 +557,8 @@ def build_candidate_set(
         "samples": dict(notes),
         "runs": runs,
     }
+    if opts.sleb:  # recorded only when used: a search without it writes the file it always wrote
+        search["sleb"] = {"sleb_samples": opts.sleb_samples, "corpus": opts.corpus}
     return CandidateSet(
         base_model=opts.base,
         num_blocks=num_blocks,
