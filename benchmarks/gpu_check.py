@@ -376,7 +376,7 @@ def environment(flow: Flow) -> dict:
     import torch
     import transformers
 
-    from pudding.routed.bench import machine
+    from pudding.core.models.dtype import machine
 
     host = machine()
     info = {
