@@ -251,3 +251,32 @@ def test_eval_bundle_command_checks_before_loading_and_writes_the_table(routed, 
     with pytest.raises(SystemExit) as exc:  # an existing result is kept unless --overwrite
         main([*common, "--bundle", str(routed.bundle_dir), "--base", routed.lm.name, "--output", str(out)])
     assert exc.value.code == 2 and "exists" in capsys.readouterr().err and out.read_bytes() == before
+
+
+def test_generation_never_compiles_the_forward(routed, monkeypatch):
+    """A static KV cache makes ``generate`` compile the forward (on CUDA; here forced on the CPU): a graph traced over
+    one block set's layers would recompile for every other set, so routed generation and bench turn it off."""
+    from transformers import CompileConfig
+
+    from pudding.routed.bench import generate
+
+    model = routed.lm.model
+    config = copy.deepcopy(model.generation_config)
+    config.cache_implementation = "static"
+    config.compile_config = CompileConfig()
+    config.compile_config._compile_all_devices = True  # what CUDA hardware allows by itself
+    monkeypatch.setattr(model, "generation_config", config)
+    compiled = []
+
+    def refuse(*args, **kwargs):
+        compiled.append(True)
+        raise AssertionError("generate compiled the forward")
+
+    monkeypatch.setattr(model, "get_compiled_call", refuse)
+    with pytest.raises(AssertionError, match="compiled the forward"):  # the setting above does compile
+        model.generate(**routed.lm.tokenizer(PROMPTS[:1], return_tensors="pt"), max_new_tokens=2, do_sample=False)
+    compiled.clear()
+    assert len(routed.generate(PROMPTS, max_new_tokens=2)) == len(PROMPTS)
+    ids = routed.lm.tokenizer(PROMPTS[:1], return_tensors="pt")["input_ids"]
+    assert generate(model, ids, 2, omit=routed.omission_sets[0]).shape[1] == ids.shape[1] + 2
+    assert compiled == []

@@ -153,6 +153,7 @@ def generate(
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
             do_sample=False,
+            disable_compile=True,  # as PuddingModel.generate: no compiled forward, recompiled per block set
             pad_token_id=model.config.eos_token_id if model.config.pad_token_id is None else model.config.pad_token_id,
         )
 

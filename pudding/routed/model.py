@@ -215,7 +215,9 @@ class PuddingModel:
 
         Prompts of one chosen candidate are generated together, left-padded; ``generate_kwargs`` go to
         ``transformers``' ``generate`` (greedy with 32 new tokens unless given). Returns the new text only; each
-        prompt's choice is left in :attr:`last_choices`.
+        prompt's choice is left in :attr:`last_choices`. ``generate`` never compiles here (``disable_compile``):
+        on CUDA it compiles the forward for static and hybrid caches (Gemma 2/3), and a graph traced over one block
+        set's layers would be recompiled for every other set.
 
         With a ``self`` router the first blocks run once on all prompts together, filling their share of the KV
         cache; each prompt is routed from their output and its chosen set's other blocks continue from there
@@ -226,6 +228,7 @@ class PuddingModel:
         model = self.lm.model
         generate_kwargs.setdefault("max_new_tokens", 32)
         generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("disable_compile", True)  # a compiled forward would recompile for every block set
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         generate_kwargs.setdefault("pad_token_id", pad_id)
         out: list[str | None] = [None] * len(prompts)

@@ -36,9 +36,15 @@ from pudding.routerdata.release import CANDIDATES, ReleaseError, base_model_file
 
 BUNDLE_MANIFEST = "manifest.yaml"
 """The manifest inside a released bundle folder (not one of the bundle's own files)."""
-FIT_TAGS = ("val/regret", "val/selection_acc", "val/gain_vs_static", "val/mse", "val/loss")
-"""Validation metrics recorded per epoch by the router's fit (the exported epoch's go into the manifest)."""
-REF_TAGS = ("ref/val_regret_best_static", "ref/val_regret_random")
+FIT_TAGS = ("val/regret", "val/regret_acc", "val/selection_acc", "val/gain_vs_static", "val/mse", "val/loss")
+"""Validation metrics recorded per epoch by the router's fit (the exported epoch's go into the manifest);
+``regret_acc`` where the router data has the all-choice columns."""
+REF_TAGS = (
+    "ref/val_regret_best_static",
+    "ref/val_regret_random",
+    "ref/val_regret_acc_best_static",
+    "ref/val_regret_acc_random",
+)
 """Reference regrets on the same validation rows (logged once: they do not depend on the epoch)."""
 
 
