@@ -42,6 +42,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--num_samples", type=int, default=64, help="items per task of the search step")
     p.add_argument("--out_dir", default="benchmarks/results/spread")
     p.add_argument("--note", default="", help="a line on the machine's state (shared with other jobs, ...)")
+    p.add_argument("--readme_only", action="store_true", help="rewrite README.md from out_dir/spread.json, run nothing")
     return p.parse_args()
 
 
@@ -140,6 +141,15 @@ def readme(report: dict) -> str:
             lines.append(f"- {part}, {n} process(es): {run['load_average_before']} → {run['load_average_after']}")
     lines += [
         "",
+        "**Output equal** compares the two outputs as run here: one process with torch's "
+        f"{m['torch_threads']} threads, each worker with half. Another thread count sums the matrix products in "
+        "another order, so log-likelihoods move in their last bits (more so in bfloat16) and a close choice or a "
+        "search loss's last digits can move: the outputs are equal only at equal threads per process. At equal "
+        "threads they are: `pudding eval --limit 30 --dtype bfloat16` with `OMP_NUM_THREADS=1` in one process "
+        "gives rows identical to `--processes 2` on this machine, while one process with two threads differs from "
+        "both on one HellaSwag item's acc_norm (of 30); tests/test_distributed.py asserts identical outputs at one "
+        "thread per process in float32.",
+        "",
         f"dtype: {report['eval']['dtype']}. The commands are in `spread.json`. How the work is shared, and why: "
         "[docs/spread.md](../../../docs/spread.md).",
         "",
@@ -150,6 +160,9 @@ def readme(report: dict) -> str:
 def main() -> None:
     opts = parse_args()
     out_dir = Path(opts.out_dir)
+    if opts.readme_only:
+        atomic_write_text(out_dir / "README.md", readme(json.loads((out_dir / "spread.json").read_text())))
+        return
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
