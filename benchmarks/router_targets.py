@@ -11,8 +11,10 @@ skipped when its output exists (so the script resumes where it stopped):
 1. ``pudding candidates --from_runs`` the released runs ``--sleb true``: the 13-candidate file (no search: the SLEB
    search is read from the tracked outcomes file).
 2. ``pudding dataset --all_choices true --limit N`` on the 13 candidates: router data with every answer choice
-   scored, for the first N router items per task (the full build would take ~8 h here; docs/router-data.md). Its
-   finished chunks travel in the tracked ``build_progress.parquet``, so another machine resumes it.
+   scored, for the first N router items per task (the full build would take ~8 h here; docs/router-data.md). The
+   500-item build is released (``checkpoints/release/all_choices/``, configs/release_choices.yaml), so by default
+   the dataset is rebuilt from its scores in seconds (``--scores null`` builds it; its finished chunks then go to
+   ``<out>/build_progress.parquet``, so another machine resumes it).
 3. The 12-candidate data is the 13-candidate data without its last column (SLEB's): every set is scored on its own
    on the same fixed chunks, so a 12-candidate build gives the same numbers.
 4. ``pudding-train fit`` for each cell (``--data.target``; everything else the configs' and ``make tables``').
@@ -217,9 +219,10 @@ def main(
     results_dtype: str = "float32",
     work: str = "checkpoints/targets",
     out: str = "benchmarks/results/targets",
-    routers: str = "bert,self",
+    routers: str = "self,bert",
     targets: str = ",".join(TARGETS),
     pools: str = ",".join(POOLS),
+    scores: str | None = "checkpoints/release/all_choices/router_scores.parquet",
     note: str = "",
 ) -> None:
     """Run the grid (see the module docstring).
@@ -235,6 +238,8 @@ def main(
         routers: Comma-separated subset of bert, self.
         targets: Comma-separated subset of likelihood, posterior, correct.
         pools: Comma-separated subset of 12, 13.
+        scores: Released all-choice scores to rebuild the 13-candidate data from (its ``limit`` must be this one's);
+            null: build it.
         note: Words about the machine's load, written into the summary.
     """
     pudding, train = (
@@ -254,6 +259,10 @@ def main(
             log,
         )
     data = {"13": work_dir / "data13", "12": work_dir / "data12"}
+    if not (data["13"] / "pudding_meta.json").exists() and scores:
+        seconds["rebuild"] = run(
+            [pudding, "dataset", "--scores", scores, "--data_dir", data_dir, "--output", str(data["13"])], log
+        )
     if not (data["13"] / "pudding_meta.json").exists():
         seconds["build"] = run(
             [pudding, "dataset", "--config", "configs/dataset.yaml", "--data_dir", data_dir, "--dtype", build_dtype]
