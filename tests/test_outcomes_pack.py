@@ -307,3 +307,14 @@ def test_eval_outcomes_progress_needs_a_bundle_and_a_readable_file(bundle, tmp_p
         eval_bundle(bundle, tmp_path / "o", tmp_path / "r.json", bad)
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and f"outcomes progress file {bad}: not a whole Parquet" in err[0]
+
+
+def test_eval_with_a_bundle_points_to_compare(capsys):
+    from pudding.cli import main
+
+    for bundle in (["--bundle", "default"], ["--bundle=default"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["eval", "--tasks", "piqa", *bundle])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1, err
+        assert "option bundle:" in err[0] and "pudding compare --bundle default" in err[0]

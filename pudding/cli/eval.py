@@ -166,9 +166,19 @@ def score_outcomes(
     return spread_outcomes(scorer, items_by_task, sets, key, shards, share, log=print_line), record
 
 
+def parse_eval(args: list[str]) -> EvalOptions:
+    """The options, or a pointer to ``pudding compare`` for a routed bundle (``pudding eval`` has no bundle mode)."""
+    if any(a == "--bundle" or a.startswith("--bundle=") for a in args):
+        raise OptionError(
+            "option bundle: pudding eval scores a base model, dense or with fixed omission sets; a routed bundle is "
+            "evaluated by `pudding compare --bundle BUNDLE` (e.g. `pudding compare --bundle default`)"
+        )
+    return parse_options(EvalOptions, args, "pudding eval")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``pudding eval``: input errors are one line on stderr and exit code 2 (``--debug``: traceback)."""
-    run_command("pudding eval", lambda args: evaluate(parse_options(EvalOptions, args, "pudding eval")), argv)
+    run_command("pudding eval", lambda args: evaluate(parse_eval(args)), argv)
 
 
 if __name__ == "__main__":
