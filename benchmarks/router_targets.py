@@ -102,23 +102,18 @@ def validation_rows(dataset: str) -> dict:
     """The router data's validation rows (the fit's split: seeded, by item): task, prompt and per-candidate
     correctness [n, K]."""
     from pudding.router.data import RouterDataModule
+    from pudding.routerdata.dataset import load_router_dataset
 
     data = RouterDataModule(datasets=[dataset], router="default", target="correct")
     data.prepare_data()
     data.setup("fit")
-    rows, _ = load_rows(dataset)
+    rows, _ = load_router_dataset(dataset)
     text = {(t, i): x for t, i, x in zip(rows["task"], rows["item_id"], rows["router_text"], strict=True)}
     return {
         "task": [e["task"] for e in data.val_set],
         "text": [text[(e["task"], e["item_id"])] for e in data.val_set],
         "correct": np.stack([np.asarray(e["correct"], dtype=float) for e in data.val_set]),
     }
-
-
-def load_rows(dataset: str):
-    from pudding.routerdata.dataset import load_router_dataset
-
-    return load_router_dataset(dataset)
 
 
 def validation_accuracy(val: dict, bundle: Path, dtype: str) -> dict:
@@ -157,7 +152,7 @@ def paired_val(a: list[float], b: list[float], tasks: list[str], resamples: int 
         d = diffs[tasks_ == task]
         n = len(d)
         rng = np.random.default_rng([seed, zlib.crc32(task.encode())])
-        boot += rng.multinomial(n, np.full(n, 1.0 / n), size=resamples) @ d / n * n / len(diffs)
+        boot += rng.multinomial(n, np.full(n, 1.0 / n), size=resamples) @ d / len(diffs)  # the task's share of rows
     low, high = np.percentile(boot, [2.5, 97.5])
     return {"diff": float(diffs.mean()), "low": float(low), "high": float(high), "tie": bool(low <= 0 <= high)}
 
