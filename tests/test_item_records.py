@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import PIQA, write_piqa
+from conftest import PIQA, REPO, write_piqa
 
 from pudding.core.item_records import (
     CHOICE_COLUMNS,
@@ -188,3 +188,55 @@ def test_pudding_eval_writes_records_that_reproduce_its_table(tmp_path, tiny_llm
     with pytest.raises(SystemExit) as exc:
         main([*args, "--output", str(tmp_path / "again.json")])
     assert exc.value.code == 2 and "again.items.parquet exists" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ the tracked tables
+RESULTS = REPO / "benchmarks" / "results"
+TRACKED_CHOICES = sorted(RESULTS.glob("*/*.choices.parquet"))
+
+
+def test_the_tracked_tables_have_their_choices_files():
+    """Every routed results table under benchmarks/results/eval_full and eval_200 travels with its choices file."""
+    routed = sorted(p for folder in ("eval_full", "eval_200") for p in (RESULTS / folder).glob("routed_*.json"))
+    assert len(routed) >= 5
+    assert [p.with_suffix("").with_suffix(".choices.parquet") for p in routed] == [
+        p for p in TRACKED_CHOICES if p.parent.name in ("eval_full", "eval_200")
+    ]
+
+
+@pytest.fixture(scope="module")
+def tracked_outcomes() -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(task, item id, set key) -> (pred, pred_norm) from the tracked outcomes progress file (float32 outcomes)."""
+    from pudding.core.outcomes_progress import read_outcomes_pack
+
+    table = read_outcomes_pack(RESULTS / "eval_progress.parquet")[0]
+    cols = [table.column(n).to_pylist() for n in ("task", "item_id", "set_key", "pred", "pred_norm")]
+    return {(t, i, s): (p, n) for t, i, s, p, n in zip(*cols, strict=True)}
+
+
+@pytest.mark.parametrize("choices_path", TRACKED_CHOICES, ids=lambda p: f"{p.parent.name}/{p.name.split('.')[0]}")
+def test_a_tracked_choices_file_rebuilds_its_tables_routed_rows(choices_path, tracked_outcomes, shared_data):
+    """The router's tracked choice per item, the tracked outcomes and the benchmark's gold answers give the routed
+    rows' per-task acc and acc_norm of the tracked table exactly: the published numbers can be checked by anyone."""
+    from pudding.core.tasks.partition import load_split
+    from pudding.core.tasks.registry import get_task
+
+    table = json.loads(choices_path.with_name(choices_path.name.replace(".choices.parquet", ".json")).read_text())
+    choices = read_routed_choices(choices_path)[0].to_pylist()
+    assert choices, choices_path
+    gold: dict[tuple[str, str], int] = {}
+    for task in {c["task"] for c in choices}:
+        items = load_split(task, get_task(task).eval_split, str(shared_data))
+        gold.update({(task, item.item_id): item.gold for item in items})
+    hits: dict[tuple[str, str], list[tuple[bool, bool]]] = {}
+    for c in choices:
+        pred, pred_norm = tracked_outcomes[(c["task"], c["item_id"], set_key(c["omit"]))]
+        answer = gold[(c["task"], c["item_id"])]
+        hits.setdefault((c["row"], c["task"]), []).append((pred == answer, pred_norm == answer))
+    for (row, task), found in hits.items():
+        published = table["results"][row][task]
+        assert len(found) == published["n"], (row, task)
+        assert np.mean([a for a, _ in found]) == pytest.approx(published["acc"], abs=1e-12), (row, task)
+        if "acc_norm" in published:
+            assert np.mean([b for _, b in found]) == pytest.approx(published["acc_norm"], abs=1e-12), (row, task)
+    assert {row for row, _ in hits} == {r for r in table["results"] if table["kinds"][r] == "routed"}
